@@ -1,0 +1,149 @@
+"""Reading and writing Hugging Face checkpoint directories without transformers' model classes.
+
+transformers 5 has no Flax models, so tensors are read and written directly (safetensors, or a
+PyTorch pickle when that is all a checkpoint has) under their PyTorch names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+import tempfile
+from typing import Any, Mapping
+
+import numpy as np
+import safetensors.numpy
+
+from muppet_jax.errors import UserError
+
+CONFIG_FILE = "config.json"
+SAFETENSORS_FILE = "model.safetensors"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+PYTORCH_FILE = "pytorch_model.bin"
+PYTORCH_INDEX = "pytorch_model.bin.index.json"
+# Tokenizer files of the model families we support; copied through conversion and export.
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+    "vocab.json", "merges.txt", "vocab.txt", "sentencepiece.bpe.model", "spiece.model",
+)
+
+
+@dataclasses.dataclass
+class HFCheckpoint:
+  """A Hugging Face checkpoint in memory: config.json, tensors by PyTorch name, tokenizer files."""
+
+  config: dict[str, Any]
+  tensors: dict[str, np.ndarray]
+  tokenizer_files: dict[str, bytes]
+  source: str
+
+
+def _local_dir(path_or_name: str) -> pathlib.Path:
+  """The checkpoint's local directory, downloading a hub model's files if needed."""
+  path = pathlib.Path(path_or_name).expanduser()
+  if path.is_dir():
+    return path
+  if path.exists() or path_or_name.startswith((".", "/", "~")) or path_or_name.count("/") > 1:
+    raise UserError(f"{path_or_name} is not a directory; pass a Hugging Face checkpoint directory "
+                    "(with config.json and model.safetensors) or a hub model name")
+  import huggingface_hub  # Only the hub path needs it.
+
+  try:
+    return pathlib.Path(huggingface_hub.snapshot_download(
+        path_or_name,
+        allow_patterns=[CONFIG_FILE, "*.safetensors", SAFETENSORS_INDEX, *TOKENIZER_FILES]))
+  except Exception as e:  # The hub raises many types (offline, 404, auth, ...): report them alike.
+    raise UserError(f"{path_or_name!r} is neither a local directory nor a Hugging Face hub model "
+                    f"that could be downloaded ({type(e).__name__}: {e})") from e
+
+
+def _read_torch_file(path: pathlib.Path) -> dict[str, np.ndarray]:
+  try:
+    import torch
+  except ImportError as e:
+    raise UserError(f"{path} is a PyTorch pickle; reading it needs `pip install torch` (or convert "
+                    "the checkpoint to safetensors)") from e
+  state = torch.load(path, map_location="cpu", weights_only=True)
+  # numpy has no bfloat16 cast from torch; go through float32, then the ml_dtypes bfloat16.
+  out = {}
+  for name, t in state.items():
+    if t.dtype == torch.bfloat16:
+      out[name] = t.float().numpy().astype("bfloat16")
+    else:
+      out[name] = t.numpy()
+  return out
+
+
+def _read_tensors(directory: pathlib.Path) -> dict[str, np.ndarray]:
+  for index_name, reader in ((SAFETENSORS_INDEX, safetensors.numpy.load_file),
+                             (PYTORCH_INDEX, _read_torch_file)):
+    index = directory / index_name
+    if index.exists():
+      shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+      tensors: dict[str, np.ndarray] = {}
+      for shard in shards:
+        tensors.update(reader(directory / shard))
+      return tensors
+  if (directory / SAFETENSORS_FILE).exists():
+    return safetensors.numpy.load_file(directory / SAFETENSORS_FILE)
+  if (directory / PYTORCH_FILE).exists():
+    return _read_torch_file(directory / PYTORCH_FILE)
+  raise UserError(f"{directory} is not a supported checkpoint: it has no {SAFETENSORS_FILE}, "
+                  f"{SAFETENSORS_INDEX} or {PYTORCH_FILE}")
+
+
+def read_checkpoint(path_or_name: str) -> HFCheckpoint:
+  """Reads a local Hugging Face checkpoint directory, or a hub model when the network allows."""
+  directory = _local_dir(path_or_name)
+  config_path = directory / CONFIG_FILE
+  if not config_path.exists():
+    raise UserError(f"{directory} is not a Hugging Face checkpoint: it has no {CONFIG_FILE}")
+  try:
+    config = json.loads(config_path.read_text())
+  except json.JSONDecodeError as e:
+    raise UserError(f"{config_path} is not valid JSON: {e}") from e
+  return HFCheckpoint(
+      config=config,
+      tensors=_read_tensors(directory),
+      tokenizer_files={name: (directory / name).read_bytes()
+                       for name in TOKENIZER_FILES if (directory / name).exists()},
+      source=str(path_or_name),
+  )
+
+
+def check_output_dir(path: str | os.PathLike) -> pathlib.Path:
+  """Refuses an output directory that already has content: nothing a user saved is overwritten."""
+  path = pathlib.Path(path).expanduser()
+  if path.exists() and (not path.is_dir() or any(path.iterdir())):
+    raise UserError(f"{path} already exists and is not empty; choose a new output directory or "
+                    "remove it first")
+  return path
+
+
+def write_checkpoint(out_dir: str | os.PathLike, config: Mapping[str, Any],
+                     tensors: Mapping[str, np.ndarray],
+                     tokenizer_files: Mapping[str, bytes]) -> pathlib.Path:
+  """Writes config.json, model.safetensors and tokenizer files; all or nothing.
+
+  Files are written to a temporary sibling directory that is renamed into place at the end, so a
+  failure leaves no half-written checkpoint behind.
+  """
+  out = check_output_dir(out_dir)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+  try:
+    (tmp / CONFIG_FILE).write_text(json.dumps(dict(config), indent=2, sort_keys=True) + "\n")
+    safetensors.numpy.save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()},
+                                tmp / SAFETENSORS_FILE, metadata={"format": "pt"})
+    for name, data in tokenizer_files.items():
+      (tmp / name).write_bytes(data)
+    if out.exists():
+      out.rmdir()  # Empty, checked above.
+    tmp.rename(out)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return out

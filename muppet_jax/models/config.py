@@ -1,0 +1,165 @@
+"""EncoderConfig: the architecture of a RoBERTa/BERT encoder plus the runtime choices around it."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import jax.numpy as jnp
+
+from muppet_jax.errors import UserError
+
+# model_type values (as in Hugging Face config.json) that share RoBERTa's architecture: position ids
+# start at pad_token_id + 1 instead of 0.
+ROBERTA_FAMILY = ("roberta", "xlm-roberta")
+SUPPORTED_MODEL_TYPES = ROBERTA_FAMILY + ("bert",)
+ATTENTION_IMPLS = ("xla", "dot_product")
+DTYPES = ("float32", "bfloat16", "float16")
+ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig:
+  """A RoBERTa- or BERT-architecture encoder.
+
+  The architecture fields mirror Hugging Face's config.json; the runtime fields (dtypes, dropout,
+  attention implementation) are ours and may differ from run to run with the same weights.
+  """
+
+  # Architecture.
+  model_type: str = "roberta"
+  vocab_size: int = 50265
+  hidden_size: int = 768
+  num_layers: int = 12
+  num_heads: int = 12
+  intermediate_size: int = 3072
+  max_position_embeddings: int = 514
+  type_vocab_size: int = 1
+  pad_token_id: int = 1
+  layer_norm_eps: float = 1e-5
+  hidden_act: str = "gelu"
+  initializer_range: float = 0.02
+  # Runtime.
+  dtype: str = "float32"  # Compute dtype of activations and matmuls.
+  param_dtype: str = "float32"
+  hidden_dropout: float = 0.1
+  attention_dropout: float = 0.1
+  # "xla": attention written out in jnp (CPU/TPU). "dot_product": jax.nn.dot_product_attention,
+  # which runs cuDNN flash attention on NVIDIA GPUs (and XLA elsewhere).
+  attention_impl: str = "xla"
+
+  def __post_init__(self):
+    def check(ok: bool, message: str):
+      if not ok:
+        raise UserError(f"EncoderConfig: {message}")
+
+    check(self.model_type in SUPPORTED_MODEL_TYPES,
+          f"unknown architecture model_type={self.model_type!r}; supported: "
+          f"{', '.join(SUPPORTED_MODEL_TYPES)}")
+    check(self.hidden_size % self.num_heads == 0,
+          f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}")
+    check(self.dtype in DTYPES, f"dtype={self.dtype!r}; choose one of {DTYPES}")
+    check(self.param_dtype in DTYPES, f"param_dtype={self.param_dtype!r}; choose one of {DTYPES}")
+    check(self.attention_impl in ATTENTION_IMPLS,
+          f"attention_impl={self.attention_impl!r}; choose one of {ATTENTION_IMPLS}")
+    check(self.hidden_act in ACTIVATIONS,
+          f"hidden_act={self.hidden_act!r} is not supported; supported: {ACTIVATIONS}")
+
+  @property
+  def head_dim(self) -> int:
+    return self.hidden_size // self.num_heads
+
+  @property
+  def position_offset(self) -> int:
+    """Position id of a sequence's first token: RoBERTa counts from pad_token_id + 1."""
+    return self.pad_token_id + 1 if self.model_type in ROBERTA_FAMILY else 0
+
+  @property
+  def max_length(self) -> int:
+    """Longest sequence (or packed row) the position table covers."""
+    return self.max_position_embeddings - self.position_offset
+
+  @property
+  def compute_dtype(self) -> jnp.dtype:
+    return jnp.dtype(self.dtype)
+
+  @property
+  def weights_dtype(self) -> jnp.dtype:
+    return jnp.dtype(self.param_dtype)
+
+  def replace(self, **changes: Any) -> EncoderConfig:
+    unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+    if unknown:
+      raise UserError(f"EncoderConfig has no field(s) {sorted(unknown)}")
+    return dataclasses.replace(self, **changes)
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any]) -> EncoderConfig:
+    return cls().replace(**d)
+
+  @classmethod
+  def from_hf_config(cls, hf: Mapping[str, Any], **runtime: Any) -> EncoderConfig:
+    """Reads a Hugging Face config.json dict; `runtime` sets dtypes, dropout and attention."""
+    model_type = hf.get("model_type")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+      raise UserError(
+          f"unknown architecture: config.json has model_type={model_type!r}; muppet_jax's "
+          f"encoder supports {', '.join(SUPPORTED_MODEL_TYPES)}")
+    try:
+      arch = dict(
+          model_type=model_type,
+          vocab_size=hf["vocab_size"],
+          hidden_size=hf["hidden_size"],
+          num_layers=hf["num_hidden_layers"],
+          num_heads=hf["num_attention_heads"],
+          intermediate_size=hf["intermediate_size"],
+          max_position_embeddings=hf["max_position_embeddings"],
+          type_vocab_size=hf.get("type_vocab_size", 2),
+          pad_token_id=hf.get("pad_token_id", 1 if model_type in ROBERTA_FAMILY else 0),
+          layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
+          hidden_act=hf.get("hidden_act", "gelu"),
+          initializer_range=hf.get("initializer_range", 0.02),
+          hidden_dropout=hf.get("hidden_dropout_prob", 0.1),
+          attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
+      )
+    except KeyError as e:
+      raise UserError(f"config.json lacks the field {e.args[0]!r} that a {model_type} needs") from e
+    if hf.get("position_embedding_type", "absolute") != "absolute":
+      raise UserError(f"position_embedding_type={hf['position_embedding_type']!r} is not "
+                      "supported; only 'absolute' position embeddings are")
+    return cls(**{**arch, **runtime})
+
+  def to_hf_config(self, base: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The architecture as config.json fields, on top of `base` (the source checkpoint's config)."""
+    hf = dict(base or {})
+    hf.update(
+        model_type=self.model_type,
+        vocab_size=self.vocab_size,
+        hidden_size=self.hidden_size,
+        num_hidden_layers=self.num_layers,
+        num_attention_heads=self.num_heads,
+        intermediate_size=self.intermediate_size,
+        max_position_embeddings=self.max_position_embeddings,
+        type_vocab_size=self.type_vocab_size,
+        pad_token_id=self.pad_token_id,
+        layer_norm_eps=self.layer_norm_eps,
+        hidden_act=self.hidden_act,
+        initializer_range=self.initializer_range,
+    )
+    return hf
+
+
+def roberta_config(size: str, **runtime: Any) -> EncoderConfig:
+  """Architecture of the published RoBERTa checkpoints (`tiny` is ours, for tests and demos)."""
+  sizes = {
+      "tiny": dict(vocab_size=1024, hidden_size=64, num_layers=2, num_heads=4,
+                   intermediate_size=128, max_position_embeddings=130),
+      "base": dict(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072),
+      "large": dict(hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=4096),
+  }
+  if size not in sizes:
+    raise UserError(f"unknown RoBERTa size {size!r}; choose one of {sorted(sizes)}")
+  return EncoderConfig(**{**sizes[size], **runtime})
