@@ -8,8 +8,9 @@ sharded) and `tensor` (Megatron-style model parallelism).
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -104,6 +105,16 @@ def logical_to_mesh_sharding(logical_specs: Any, abstract: Any, mesh: Mesh,
                       is_leaf=lambda x: isinstance(x, PartitionSpec))
 
 
+@contextlib.contextmanager
+def use_mesh(mesh: Mesh) -> Iterator[None]:
+  """Makes `mesh` and the rules table current, so that the models' logical constraints apply.
+
+  Trace (jit) model code inside this context; outside it the constraints are no-ops.
+  """
+  with jax.set_mesh(mesh), nn.logical_axis_rules(LOGICAL_AXIS_RULES):
+    yield
+
+
 def init_sharded(init_fn: Callable[[jax.Array], Any], rng: jax.Array,
                  mesh: Mesh) -> tuple[Any, Any]:
   """Runs `init_fn(rng)` (returning boxed, logically annotated variables) directly into shards.
@@ -115,6 +126,7 @@ def init_sharded(init_fn: Callable[[jax.Array], Any], rng: jax.Array,
   boxed = jax.eval_shape(init_fn, rng)
   abstract = nn.meta.unbox(boxed)
   shardings = logical_to_mesh_sharding(nn.get_partition_spec(boxed), abstract, mesh)
-  with mesh, nn.logical_axis_rules(LOGICAL_AXIS_RULES):
-    variables = jax.jit(lambda r: nn.meta.unbox(init_fn(r)), out_shardings=shardings)(rng)
+  # Outside `use_mesh`: out_shardings place the parameters, and flax's DenseGeneral initializes
+  # kernels flat before reshaping them, which a mesh-aware unbox would constrain with the wrong rank.
+  variables = jax.jit(lambda r: nn.meta.unbox(init_fn(r)), out_shardings=shardings)(rng)
   return variables, shardings

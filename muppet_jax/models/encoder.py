@@ -8,48 +8,27 @@ logical axis names and every main activation is constrained by them (see
 
 from __future__ import annotations
 
-from typing import Callable
-
 import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
 
-from muppet_jax.models import attention
+from muppet_jax.models import attention, layers
 from muppet_jax.models.config import EncoderConfig
 
 BATCH_LENGTH_EMBED = ("activation_batch", "activation_length", "activation_embed")
 
-_ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # Hugging Face's "gelu" is the erf form.
-    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
-    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-    "relu": jax.nn.relu,
-}
-
-
-def _normal(config: EncoderConfig, *names: str | None) -> nn.initializers.Initializer:
-  return nn.with_logical_partitioning(nn.initializers.normal(config.initializer_range), names)
-
-
-def _zeros(*names: str | None) -> nn.initializers.Initializer:
-  return nn.with_logical_partitioning(nn.initializers.zeros_init(), names)
-
 
 def _layer_norm(config: EncoderConfig, name: str) -> nn.LayerNorm:
-  return nn.LayerNorm(
-      epsilon=config.layer_norm_eps, dtype=config.compute_dtype,
-      param_dtype=config.weights_dtype, name=name,
-      scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",)),
-      bias_init=_zeros("embed"))
+  return layers.layer_norm(config.layer_norm_eps, config.compute_dtype, config.weights_dtype, name)
 
 
-def _dense(config: EncoderConfig, features: int | tuple[int, ...], axis: int | tuple[int, ...],
-           kernel_axes: tuple[str, ...], name: str) -> nn.DenseGeneral:
-  bias_axes = kernel_axes[-1:] if isinstance(features, int) else kernel_axes[-len(features):]
-  return nn.DenseGeneral(
-      features=features, axis=axis, dtype=config.compute_dtype, param_dtype=config.weights_dtype,
-      kernel_init=_normal(config, *kernel_axes), bias_init=_zeros(*bias_axes), name=name)
+def _dense(config: EncoderConfig, features: int | tuple[int, ...], kernel_axes: tuple[str, ...],
+           name: str, n_in: int = 1) -> layers.DenseGeneral:
+  return layers.DenseGeneral(
+      features=(features,) if isinstance(features, int) else features, kernel_axes=kernel_axes,
+      n_in=n_in, stddev=config.initializer_range, dtype=config.compute_dtype,
+      param_dtype=config.weights_dtype, name=name)
 
 
 @flax.struct.dataclass
@@ -69,7 +48,7 @@ class Embeddings(nn.Module):
     def embed(rows: int, row_axis: str, name: str) -> nn.Embed:
       return nn.Embed(rows, cfg.hidden_size, dtype=cfg.compute_dtype,
                       param_dtype=cfg.weights_dtype, name=name,
-                      embedding_init=_normal(cfg, row_axis, "embed"))
+                      embedding_init=layers.normal(cfg.initializer_range, row_axis, "embed"))
 
     self.word_embeddings = embed(cfg.vocab_size, "vocab", "word_embeddings")
     self.position_embeddings = embed(cfg.max_position_embeddings, "positions",
@@ -96,7 +75,7 @@ class SelfAttention(nn.Module):
     heads = (cfg.num_heads, cfg.head_dim)
     qkv_axes = ("embed", "heads", "kv")
     act_axes = ("activation_batch", "activation_length", "activation_heads", "activation_kv")
-    q, k, v = (nn.with_logical_constraint(_dense(cfg, heads, -1, qkv_axes, name)(x), act_axes)
+    q, k, v = (nn.with_logical_constraint(_dense(cfg, heads, qkv_axes, name)(x), act_axes)
                for name in ("query", "key", "value"))
     dropout_rng = None
     if cfg.attention_dropout > 0 and not deterministic:
@@ -105,7 +84,7 @@ class SelfAttention(nn.Module):
                            dropout_rate=cfg.attention_dropout, dropout_rng=dropout_rng,
                            deterministic=deterministic)
     out = nn.with_logical_constraint(out, act_axes)
-    return _dense(cfg, cfg.hidden_size, (-2, -1), ("heads", "kv", "embed"), "output")(out)
+    return _dense(cfg, cfg.hidden_size, ("heads", "kv", "embed"), "output", n_in=2)(out)
 
 
 class MLP(nn.Module):
@@ -114,11 +93,11 @@ class MLP(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     cfg = self.config
-    h = _dense(cfg, cfg.intermediate_size, -1, ("embed", "mlp"), "intermediate")(x)
-    h = _ACTIVATIONS[cfg.hidden_act](h)
+    h = _dense(cfg, cfg.intermediate_size, ("embed", "mlp"), "intermediate")(x)
+    h = layers.ACTIVATIONS[cfg.hidden_act](h)
     h = nn.with_logical_constraint(
         h, ("activation_batch", "activation_length", "activation_mlp"))
-    return _dense(cfg, cfg.hidden_size, -1, ("mlp", "embed"), "output")(h)
+    return _dense(cfg, cfg.hidden_size, ("mlp", "embed"), "output")(h)
 
 
 class EncoderLayer(nn.Module):
@@ -183,9 +162,9 @@ class MaskedLMHead(nn.Module):
   @nn.compact
   def __call__(self, hidden: jax.Array, word_embeddings: jax.Array) -> jax.Array:
     cfg = self.config
-    h = _dense(cfg, cfg.hidden_size, -1, ("embed", "mlp"), "dense")(hidden)
-    h = _layer_norm(cfg, "layer_norm")(_ACTIVATIONS[cfg.hidden_act](h))
-    bias = self.param("bias", _zeros("vocab"), (cfg.vocab_size,), cfg.weights_dtype)
+    h = _dense(cfg, cfg.hidden_size, ("embed", "mlp"), "dense")(hidden)
+    h = _layer_norm(cfg, "layer_norm")(layers.ACTIVATIONS[cfg.hidden_act](h))
+    bias = self.param("bias", layers.zeros("vocab"), (cfg.vocab_size,), cfg.weights_dtype)
     logits = jnp.einsum("bld,vd->blv", h, word_embeddings.astype(h.dtype)) + bias.astype(h.dtype)
     return nn.with_logical_constraint(
         logits, ("activation_batch", "activation_length", "activation_vocab"))

@@ -1,0 +1,20 @@
+"""Test setup: 8 fake CPU devices (before jax is imported) and tiny Hugging Face checkpoints."""
+
+import os
+
+os.environ["XLA_FLAGS"] = " ".join(
+    [os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8"]).strip()
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # Tests never use the network.
+
+import pytest  # noqa: E402
+
+from tests import hf_fixtures  # noqa: E402
+
+
+@pytest.fixture(scope="session", params=["roberta", "bert"])
+def tiny_mlm(request, tmp_path_factory) -> hf_fixtures.SavedModel:
+  """A saved tiny random masked-LM checkpoint with tokenizer files, one per architecture."""
+  path = tmp_path_factory.mktemp(request.param) / "hf"
+  hf_fixtures.save_tiny_mlm(request.param, path)
+  return hf_fixtures.SavedModel(request.param, path)
