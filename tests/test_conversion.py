@@ -184,3 +184,9 @@ def test_command_lines(tiny_mlm, tmp_path):
   assert failed.returncode == 2
   assert failed.stderr.strip().splitlines() == [f"error: {tmp_path} is not a Hugging Face "
                                                 "checkpoint: it has no config.json"]
+
+
+def test_hub_name_without_network_is_a_clear_error():
+  message = _one_line_error(pretrained.from_hf, "facebook/muppet-roberta-base",
+                            match="neither a local directory nor a Hugging Face hub model")
+  assert "facebook/muppet-roberta-base" in message

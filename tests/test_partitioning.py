@@ -96,3 +96,16 @@ def test_sharded_forward_equals_single_device(tmp_path):
   # ... and the logits come out sharded over batch and (vocab 99 doesn't divide) nothing else.
   assert got.sharding.spec[0] == ("data", "fsdp")
   np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("param_dtype", ["float32", "bfloat16"])
+def test_every_parameter_has_logical_names_from_the_rules_table(param_dtype):
+  model = EncoderForMaskedLM(roberta_config("tiny", param_dtype=param_dtype))
+  boxed = jax.eval_shape(lambda r: init_variables(model, r), jax.random.key(0))["params"]
+  leaves = jax.tree.leaves(boxed, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+  known = {name for name, _ in partitioning.LOGICAL_AXIS_RULES}
+  assert len(leaves) == 5 + 16 * 2 + 5
+  for leaf in leaves:
+    assert isinstance(leaf, nn.Partitioned), leaf
+    assert len(leaf.names) == leaf.value.ndim and set(leaf.names) <= known, leaf.names
+    assert leaf.value.dtype == jnp.dtype(param_dtype)

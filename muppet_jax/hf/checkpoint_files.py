@@ -52,12 +52,17 @@ def _local_dir(path_or_name: str) -> pathlib.Path:
   import huggingface_hub  # Only the hub path needs it.
 
   try:
-    return pathlib.Path(huggingface_hub.snapshot_download(
+    local = pathlib.Path(huggingface_hub.snapshot_download(
         path_or_name,
         allow_patterns=[CONFIG_FILE, "*.safetensors", SAFETENSORS_INDEX, *TOKENIZER_FILES]))
+    if not any(local.glob("*.safetensors")):  # Older repos only have PyTorch pickles.
+      local = pathlib.Path(huggingface_hub.snapshot_download(
+          path_or_name, allow_patterns=["pytorch_model*.bin", PYTORCH_INDEX]))
+    return local
   except Exception as e:  # The hub raises many types (offline, 404, auth, ...): report them alike.
+    reason = " ".join(f"{type(e).__name__}: {e}".split())
     raise UserError(f"{path_or_name!r} is neither a local directory nor a Hugging Face hub model "
-                    f"that could be downloaded ({type(e).__name__}: {e})") from e
+                    f"that could be downloaded ({reason})") from e
 
 
 def _read_torch_file(path: pathlib.Path) -> dict[str, np.ndarray]:
