@@ -1,0 +1,1 @@
+"""The data layer: vocabulary, task metadata, preprocessors, batching and mixture inspection."""

@@ -1,0 +1,111 @@
+"""What every Muppet task declares, and its registration as a seqio task.
+
+`TaskInfo` is the one place for a task's family, output-space size n (for the 1/log n loss
+scaling), head, metrics and train-split size (so mixture rates are known without downloading
+anything). It rides on the seqio task itself (`MuppetTask.info`), so the seqio registry is the
+only registry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable, Sequence
+
+import seqio
+
+from muppet_jax.data import preprocessors
+from muppet_jax.data.vocabulary import HFVocabulary
+from muppet_jax.errors import UserError
+
+FAMILIES = ("classification", "regression", "multiple_choice", "span", "summarization")
+# The head a family trains by default: classification and regression tasks get their own
+# ("task"); multiple choice and span share one per family; summarization uses the LM head.
+DEFAULT_HEADS = {"classification": "task", "regression": "task",
+                 "multiple_choice": "multiple_choice", "span": "span", "summarization": "lm"}
+DEFAULT_METRICS = {"classification": ("accuracy",), "regression": ("pearson", "spearman"),
+                   "multiple_choice": ("accuracy",), "span": ("exact_match", "f1"),
+                   "summarization": ("rouge1", "rouge2", "rougeL")}
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskInfo:
+  """A task's place in pre-finetuning.
+
+  num_classes: classes (classification) or choices per example (multiple choice); 1 for
+    regression. Span and summarization output spaces depend on the run (sequence length,
+    vocabulary): see `output_space_size`.
+  head: "task" (the task's own head), or a shared head's name.
+  train_size: examples in the train split, for size-proportional mixture rates.
+  """
+
+  family: str
+  num_classes: int
+  train_size: int
+  metrics: tuple[str, ...] = ()
+  head: str = ""
+  splits: tuple[str, ...] = ("train", "validation")
+  description: str = ""
+
+  def __post_init__(self):
+    if self.family not in FAMILIES:
+      raise UserError(f"unknown task family {self.family!r}; families are {FAMILIES}")
+    if not self.metrics:
+      object.__setattr__(self, "metrics", DEFAULT_METRICS[self.family])
+    if not self.head:
+      object.__setattr__(self, "head", DEFAULT_HEADS[self.family])
+
+  def output_space_size(self, max_length: int, vocab_size: int) -> int:
+    """n of the loss scaling L / log n: classes, choices, candidate positions, or vocabulary
+    (1 for regression, which has no discrete output space)."""
+    if self.family == "span":
+      return max_length
+    if self.family == "summarization":
+      return vocab_size
+    return self.num_classes
+
+  def loss_divisor(self, max_length: int, vocab_size: int) -> float:
+    """log n; regression's MSE is left unscaled (divisor 1)."""
+    n = self.output_space_size(max_length, vocab_size)
+    return math.log(n) if n > 1 else 1.0
+
+
+class MuppetTask(seqio.Task):
+  """A seqio.Task that carries its TaskInfo."""
+
+  def __init__(self, name: str, info: TaskInfo, **kwargs):
+    super().__init__(name, **kwargs)
+    self.info = info
+
+
+def output_features(vocabulary: HFVocabulary) -> dict[str, seqio.Feature]:
+  return {
+      "inputs": seqio.Feature(vocabulary, add_eos=False, dtype="int32"),
+      "targets": seqio.Feature(vocabulary, add_eos=False, dtype="int32", required=False),
+  }
+
+
+def add_task(name: str, source: seqio.DataSource, formatter: Callable, info: TaskInfo,
+             vocabulary: HFVocabulary, extra_preprocessors: Sequence[Callable] = ()) -> MuppetTask:
+  """Registers `name`: source -> `formatter` (raw example to the family's text format) ->
+  the family's tokenizer (text to the uniform token format of `preprocessors`)."""
+  task = MuppetTask(
+      name, info, source=source, output_features=output_features(vocabulary),
+      preprocessors=[*extra_preprocessors, formatter, preprocessors.FAMILY_TOKENIZERS[info.family]],
+      shuffle_buffer_size=10_000)
+  seqio.TaskRegistry.add_provider(name, task)
+  return task
+
+
+def get_task(name: str) -> MuppetTask:
+  """The registered MuppetTask `name`, or an error listing what exists."""
+  if name not in seqio.TaskRegistry.names():
+    close = [n for n in seqio.TaskRegistry.names() if name.split("_")[0] in n][:5]
+    hint = f"; similar: {', '.join(close)}" if close else ""
+    raise UserError(f"unknown task {name!r}{hint}. `python -m muppet_jax.inspect --list` lists "
+                    "every registered task and mixture")
+  task = seqio.TaskRegistry.get(name)
+  if not isinstance(task, MuppetTask):
+    raise UserError(f"{name!r} is a seqio task without Muppet metadata (family, n, head, size); "
+                    "register it with muppet_jax.data.task_info.add_task")
+  return task
