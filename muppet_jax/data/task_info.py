@@ -92,7 +92,7 @@ def add_task(name: str, source: seqio.DataSource, formatter: Callable, info: Tas
   task = MuppetTask(
       name, info, source=source, output_features=output_features(vocabulary),
       preprocessors=[*extra_preprocessors, formatter, preprocessors.FAMILY_TOKENIZERS[info.family]],
-      shuffle_buffer_size=10_000)
+      shuffle_buffer_size=1_000)
   seqio.TaskRegistry.add_provider(name, task)
   return task
 
