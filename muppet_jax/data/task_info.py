@@ -44,7 +44,6 @@ class TaskInfo:
   train_size: int
   metrics: tuple[str, ...] = ()
   head: str = ""
-  splits: tuple[str, ...] = ("train", "validation")
   description: str = ""
 
   def __post_init__(self):
@@ -95,6 +94,23 @@ def add_task(name: str, source: seqio.DataSource, formatter: Callable, info: Tas
       shuffle_buffer_size=1_000)
   seqio.TaskRegistry.add_provider(name, task)
   return task
+
+
+def check_prepared(task: seqio.Task) -> None:
+  """Fails with instructions when a TFDS-backed task's data hasn't been prepared."""
+  source = task.source
+  if not isinstance(source, seqio.TfdsDataSource):
+    return
+  loader = source.tfds_dataset
+  if not loader.builder.is_prepared():
+    name = loader.name
+    build = f"tfds build {name.split(':')[0]}" + (f" --data_dir={loader.data_dir}"
+                                                   if loader.data_dir else "")
+    extra = " (needs `pip install datasets`)" if name.startswith("huggingface:") else ""
+    raise UserError(
+        f"dataset {name} of task {task.name!r} is not prepared in "
+        f"{loader.builder.data_dir_root}; prepare it once, on a machine with network: `{build}`"
+        f"{extra}, or set TFDS_DATA_DIR to where it is")
 
 
 def get_task(name: str) -> MuppetTask:
