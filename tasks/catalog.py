@@ -39,9 +39,11 @@ class CatalogEntry:
 
 def _map(fn: Callable[[dict], dict], keep: Callable[[dict], tf.Tensor] | None = None) -> Formatter:
   def formatter(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    # The formatters are plain tensor code: autograph has nothing to convert.
     if keep is not None:
-      dataset = dataset.filter(keep)
-    return dataset.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+      dataset = dataset.filter(tf.autograph.experimental.do_not_convert(keep))
+    return dataset.map(tf.autograph.experimental.do_not_convert(fn),
+                       num_parallel_calls=tf.data.AUTOTUNE)
 
   return formatter
 
@@ -117,9 +119,9 @@ def _choices(context_fn, choices_fn, label_fn, keep=None) -> Formatter:
                           "label": label_fn(ex)}, keep)
 
 
-def _winogrande(ex):
-  before_after = tf.strings.split(ex["sentence"], "_", maxsplit=1)
-  return before_after
+def _around_blank(sentence: tf.Tensor) -> tf.Tensor:
+  """[text before the blank "_", text after it]."""
+  return tf.strings.split(sentence, "_", maxsplit=1)
 
 
 def _race(dataset: tf.data.Dataset) -> tf.data.Dataset:
@@ -131,8 +133,8 @@ def _race(dataset: tf.data.Dataset) -> tf.data.Dataset:
         "choices": tf.strings.join([tf.repeat(ex["questions"][:, None], 4, axis=1), " ",
                                     ex["options"].to_tensor() if isinstance(
                                         ex["options"], tf.RaggedTensor) else ex["options"]]),
-        "label": tf.cast(tf.strings.unicode_decode(ex["answers"], "UTF-8")[:, 0] - ord("A"),
-                         tf.int64),
+        "label": tf.argmax(tf.cast(tf.equal(ex["answers"][:, None], [["A", "B", "C", "D"]]),
+                                   tf.int32), axis=1),
     })
   return dataset.flat_map(per_question)
 
@@ -155,9 +157,9 @@ _MULTIPLE_CHOICE = [
               lambda ex: ex["answerKey"]), 4, 4957),
     # The blank "_" is filled with each option: context = text before it, choice = option + rest.
     ("winogrande", ("winogrande:1.2.0",), {"train": "train_xl", "validation": "validation"},
-     _choices(lambda ex: _winogrande(ex)[0],
-              lambda ex: tf.stack([_join(ex["option1"], _winogrande(ex)[1]),
-                                   _join(ex["option2"], _winogrande(ex)[1])]),
+     _choices(lambda ex: _around_blank(ex["sentence"])[0],
+              lambda ex: tf.stack([_join(ex["option1"], _around_blank(ex["sentence"])[1]),
+                                   _join(ex["option2"], _around_blank(ex["sentence"])[1])]),
               lambda ex: ex["label"]), 2, 40398),
     # ARC-Easy and ARC-Challenge together; the ~1% of questions without exactly 4 choices dropped.
     ("arc", ("ai2_arc/ARC-Easy:1.0.0", "ai2_arc/ARC-Challenge:1.0.0"), TRAIN_VALIDATION,
