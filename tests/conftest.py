@@ -9,6 +9,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # Tests never use the network.
 
 import pytest  # noqa: E402
 
+import tasks  # noqa: E402,F401  (registers the seqio tasks and mixtures)
 from tests import hf_fixtures  # noqa: E402
 
 
