@@ -251,18 +251,19 @@ def entries() -> list[CatalogEntry]:
   return out
 
 
-def _concatenated_source(names: tuple[str, ...], splits: dict[str, str]) -> seqio.DataSource:
+class ConcatTfdsSource(seqio.FunctionDataSource):
   """Several TFDS configs read as one task (ARC Easy + Challenge, RACE high + middle)."""
-  sources = [seqio.TfdsDataSource(tfds_name=n, splits=splits) for n in names]
 
-  def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
-    datasets = [s.get_dataset(split, shuffle=shuffle_files, seed=seed) for s in sources]
+  def __init__(self, names: tuple[str, ...], splits: dict[str, str]):
+    self.sources = [seqio.TfdsDataSource(tfds_name=n, splits=splits) for n in names]
+    super().__init__(self._dataset, splits=list(splits))
+
+  def _dataset(self, split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
+    datasets = [s.get_dataset(split, shuffle=shuffle_files, seed=seed) for s in self.sources]
     out = datasets[0]
     for ds in datasets[1:]:
       out = out.concatenate(ds)
     return out
-
-  return seqio.FunctionDataSource(dataset_fn, splits=list(splits))
 
 
 def register_catalog(vocabulary: HFVocabulary, prefix: str = "") -> list[str]:
@@ -270,7 +271,7 @@ def register_catalog(vocabulary: HFVocabulary, prefix: str = "") -> list[str]:
   names = []
   for entry in entries():
     source = (seqio.TfdsDataSource(tfds_name=entry.tfds[0], splits=entry.splits)
-              if len(entry.tfds) == 1 else _concatenated_source(entry.tfds, entry.splits))
+              if len(entry.tfds) == 1 else ConcatTfdsSource(entry.tfds, entry.splits))
     add_task(prefix + entry.name, source, entry.formatter, entry.info, vocabulary)
     names.append(prefix + entry.name)
   return names

@@ -97,20 +97,31 @@ def add_task(name: str, source: seqio.DataSource, formatter: Callable, info: Tas
 
 
 def check_prepared(task: seqio.Task) -> None:
-  """Fails with instructions when a TFDS-backed task's data hasn't been prepared."""
-  source = task.source
-  if not isinstance(source, seqio.TfdsDataSource):
-    return
-  loader = source.tfds_dataset
-  if not loader.builder.is_prepared():
+  """Fails with instructions when a TFDS-backed task's data hasn't been prepared.
+
+  Understands a seqio.TfdsDataSource, and sources that read several of them (`.sources`).
+  """
+  sources = getattr(task.source, "sources", [task.source])
+  for source in sources:
+    if not isinstance(source, seqio.TfdsDataSource):
+      continue
+    loader = source.tfds_dataset
     name = loader.name
-    build = f"tfds build {name.split(':')[0]}" + (f" --data_dir={loader.data_dir}"
-                                                   if loader.data_dir else "")
-    extra = " (needs `pip install datasets`)" if name.startswith("huggingface:") else ""
-    raise UserError(
-        f"dataset {name} of task {task.name!r} is not prepared in "
-        f"{loader.builder.data_dir_root}; prepare it once, on a machine with network: `{build}`"
-        f"{extra}, or set TFDS_DATA_DIR to where it is")
+    build = f"tfds build {name.rsplit(':', 1)[0]}" + (
+        f" --data_dir={loader.data_dir}" if loader.data_dir else "")
+    extra = " (the huggingface: namespace needs `pip install datasets`)" if name.startswith(
+        "huggingface:") else ""
+    try:
+      prepared = loader.builder.is_prepared()
+      where = loader.builder.data_dir_root
+    except Exception as e:  # TFDS raises many kinds for builders it can't even create offline.
+      raise UserError(f"dataset {name} of task {task.name!r} is not available "
+                      f"({type(e).__name__}); prepare it once, on a machine with network: "
+                      f"`{build}`{extra}") from e
+    if not prepared:
+      raise UserError(
+          f"dataset {name} of task {task.name!r} is not prepared in {where}; prepare it once, "
+          f"on a machine with network: `{build}`{extra}, or set TFDS_DATA_DIR to where it is")
 
 
 def get_task(name: str) -> MuppetTask:
