@@ -52,7 +52,7 @@ class StreamConfig:
   max_length: int = 512  # Tokens per row (and the longest sequence).
   target_length: int = 128  # Decoder tokens per row, when the mixture has summarization.
   packing: bool = True
-  max_segments: int = 8  # Sequences per packed row.
+  max_segments: int = 16  # Sequences per packed row.
   split: str = "train"
   seed: int = 0
   temperature: float = 1.0  # Mixture rates ~ size ** (1 / temperature).
