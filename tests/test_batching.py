@@ -11,7 +11,8 @@ from muppet_jax.data.batching import MixtureStream, StreamConfig
 from muppet_jax.errors import UserError
 from muppet_jax.models.attention import positions_in_segment
 
-CONFIG = StreamConfig("muppet_demo", batch_size=8, max_length=96, target_length=24, seed=3)
+CONFIG = StreamConfig("muppet_demo", batch_size=8, max_length=96, target_length=24, max_segments=8,
+                      seed=3)
 
 
 def _batches(config=CONFIG, n=4, shard=None):
