@@ -6,6 +6,9 @@ os.environ["XLA_FLAGS"] = " ".join(
     [os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8"]).strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # Tests never use the network.
+if "MUPPET_JAX_CACHE" not in os.environ:  # Hermetic: the demo tokenizer is built afresh.
+  import tempfile
+  os.environ["MUPPET_JAX_CACHE"] = tempfile.mkdtemp(prefix="muppet_jax_cache_")
 
 import pytest  # noqa: E402
 

@@ -79,8 +79,8 @@ def _parse_tsv(paths: list[str], columns, index: dict[str, int]) -> tf.data.Data
         ex[name] = tf.strings.to_number(fields[index[name]], dtype)
     return ex
 
-  return tf.data.Dataset.from_tensor_slices(paths).interleave(
-      lambda p: tf.data.TextLineDataset(p).skip(1), deterministic=True).map(parse)
+  return tf.data.Dataset.from_tensor_slices(paths).flat_map(
+      lambda p: tf.data.TextLineDataset(p).skip(1)).map(parse)
 
 
 def _parse_jsonl(paths: list[str], columns) -> tf.data.Dataset:
@@ -101,8 +101,8 @@ def _parse_jsonl(paths: list[str], columns) -> tf.data.Dataset:
     values = tf.numpy_function(parse_line, [line], [d for _, d in columns], stateful=False)
     return {n: tf.ensure_shape(v, []) for n, v in zip(names, values)}
 
-  return tf.data.Dataset.from_tensor_slices(paths).interleave(
-      tf.data.TextLineDataset, deterministic=True).filter(
+  return tf.data.Dataset.from_tensor_slices(paths).flat_map(
+      tf.data.TextLineDataset).filter(
           lambda line: tf.strings.length(tf.strings.strip(line)) > 0).map(parse)
 
 
