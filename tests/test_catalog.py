@@ -6,7 +6,7 @@ import seqio
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from muppet_jax.data import task_info
+from muppet_jax.data import preprocessors, task_info
 from muppet_jax.errors import UserError
 from tasks import catalog, demo as demo_tasks
 from tests.catalog_fakes import FAKES
@@ -74,7 +74,12 @@ def test_task_turns_fake_examples_into_uniform_examples(entry, tokenizer):
   raws = [raw for raw, _ in FAKES[entry.name]]
   task = task_info.get_task(PREFIX + entry.name)
   dataset = _raw_dataset(entry.tfds[0], raws)
-  out = list(task.preprocess_postcache(dataset, sequence_length=LENGTHS).as_numpy_iterator())
+  processed = task.preprocess_postcache(dataset, sequence_length=LENGTHS)
+  # One structure for every task of every family, as seqio mixtures require.
+  spec = processed.element_spec
+  assert spec.keys() == preprocessors.UNIFORM_SPEC.keys()
+  assert all(preprocessors.UNIFORM_SPEC[k].is_compatible_with(spec[k]) for k in spec), spec
+  out = list(processed.as_numpy_iterator())
   expected = _expected(entry)
   assert len(out) == len(expected)
   family = entry.info.family
