@@ -2,7 +2,8 @@
 JSON metadata that makes a checkpoint self-describing (architecture, source config.json, tokenizer).
 
 A checkpoint directory is an orbax CheckpointManager root with numbered steps, each holding the
-items `params` and `model`. `muppet_jax.convert` writes step 0; training writes later steps.
+items `params` and `model` (and, from training, `opt_state`). `muppet_jax.convert` writes step 0;
+`muppet_jax.train` writes `WORKDIR/checkpoints`. Either kind can be exported or trained from.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import base64
 import os
 import pathlib
+import shutil
 from typing import Any, Mapping
 
 import jax
@@ -28,11 +30,14 @@ def decode_files(files: Mapping[str, str]) -> dict[str, bytes]:
   return {name: base64.b64decode(data) for name, data in files.items()}
 
 
-def _manager(directory: pathlib.Path, *, create: bool) -> ocp.CheckpointManager:
+def _manager(directory: pathlib.Path, *, create: bool, asynchronous: bool = False,
+             keep: int | None = None) -> ocp.CheckpointManager:
+  handlers = {"params": ocp.StandardCheckpointHandler(),
+              "opt_state": ocp.StandardCheckpointHandler(), "model": ocp.JsonCheckpointHandler()}
   return ocp.CheckpointManager(
-      directory.absolute(), item_names=("params", "model"),
-      options=ocp.CheckpointManagerOptions(create=create, enable_async_checkpointing=False,
-                                           read_only=not create))
+      directory.absolute(), item_handlers=handlers,
+      options=ocp.CheckpointManagerOptions(create=create, enable_async_checkpointing=asynchronous,
+                                           read_only=not create, max_to_keep=keep))
 
 
 def save_model(directory: str | os.PathLike, params: Any, model_metadata: Mapping[str, Any],
@@ -77,18 +82,88 @@ def read_model_metadata(directory: str | os.PathLike,
   return step, metadata
 
 
+def check_shapes(saved: Any, expected: Any, what: str) -> None:
+  """A one-line error naming the first tensor whose saved shape differs from the model's."""
+  flat_saved = {jax.tree_util.keystr(k): tuple(v.shape)
+                for k, v in jax.tree_util.tree_leaves_with_path(saved)}
+  flat_expected = {jax.tree_util.keystr(k): tuple(v.shape)
+                   for k, v in jax.tree_util.tree_leaves_with_path(expected)}
+  if flat_saved.keys() != flat_expected.keys():
+    extra = sorted(flat_saved.keys() - flat_expected.keys())[:2]
+    missing = sorted(flat_expected.keys() - flat_saved.keys())[:2]
+    raise UserError(f"{what} holds another model: tensors {extra} are not in the model and "
+                    f"{missing} are not in the checkpoint")
+  for key, shape in flat_expected.items():
+    if flat_saved[key] != shape:
+      raise UserError(f"{what} holds another model size: {key} is {flat_saved[key]} there but "
+                      f"{shape} in this config")
+
+
 def restore_params(directory: str | os.PathLike, step: int, abstract_params: Any) -> Any:
   """Restores parameters onto the shardings given by `abstract_params` (ShapeDtypeStructs)."""
   directory = pathlib.Path(directory).expanduser()
   with _manager(directory, create=False) as manager:
-    try:
-      restored = manager.restore(step, args=ocp.args.Composite(
-          params=ocp.args.StandardRestore(abstract_params)))
-    except (ValueError, KeyError) as e:
-      raise UserError(f"{directory} step {step} does not match the model: {e}") from e
+    saved = manager.item_metadata(step)["params"]
+    check_shapes(saved, abstract_params, f"{directory} step {step}")
+    restored = manager.restore(step, args=ocp.args.Composite(
+        params=ocp.args.StandardRestore(abstract_params)))
   return restored["params"]
 
 
 def abstract_with_shardings(abstract: Any, shardings: Any) -> Any:
   return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                       abstract, shardings)
+
+
+class TrainCheckpoints:
+  """A training run's checkpoints: `WORKDIR/checkpoints` (orbax: params, opt_state, model JSON;
+  asynchronous; the last `keep`) and `WORKDIR/input_state/STEP/process_I` (each host's data
+  stream position, written before the orbax save starts). A step counts as complete when both
+  are there, so a run killed at any moment resumes from a consistent pair.
+  """
+
+  def __init__(self, workdir: str | os.PathLike, keep: int, asynchronous: bool = True):
+    workdir = pathlib.Path(workdir).expanduser()
+    self.inputs = workdir / "input_state"
+    self.manager = _manager(workdir / "checkpoints", create=True, asynchronous=asynchronous,
+                            keep=keep)
+
+  def _input_dir(self, step: int) -> pathlib.Path:
+    return self.inputs / str(step) / f"process_{jax.process_index()}"
+
+  def latest_step(self) -> int | None:
+    complete = [s for s in self.manager.all_steps() if self._input_dir(s).is_dir()]
+    return max(complete) if complete else None
+
+  def save(self, step: int, params: Any, opt_state: Any, metadata: Mapping[str, Any],
+           stream: Any) -> None:
+    final = self._input_dir(step)
+    if not final.exists():
+      tmp = final.with_name(final.name + ".tmp")
+      shutil.rmtree(tmp, ignore_errors=True)
+      tmp.mkdir(parents=True)
+      stream.save(tmp)
+      tmp.rename(final)
+    self.manager.save(step, args=ocp.args.Composite(
+        params=ocp.args.StandardSave(params), opt_state=ocp.args.StandardSave(opt_state),
+        model=ocp.args.JsonSave({"format": FORMAT, **metadata})), force=True)
+    kept = self.manager.all_steps()
+    for old in self.inputs.iterdir() if self.inputs.exists() else ():
+      if old.name.isdigit() and int(old.name) < min(kept, default=step) and int(old.name) != step:
+        shutil.rmtree(old, ignore_errors=True)
+
+  def restore(self, step: int, abstract_params: Any, abstract_opt_state: Any,
+              stream: Any) -> tuple[Any, Any]:
+    what = f"{self.manager.directory} step {step}"
+    check_shapes(self.manager.item_metadata(step)["params"], abstract_params, what)
+    restored = self.manager.restore(step, args=ocp.args.Composite(
+        params=ocp.args.StandardRestore(abstract_params),
+        opt_state=ocp.args.StandardRestore(abstract_opt_state)))
+    stream.restore(self._input_dir(step))
+    return restored["params"], restored["opt_state"]
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.close()

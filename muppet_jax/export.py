@@ -1,27 +1,33 @@
-"""Exports a muppet_jax checkpoint as a Hugging Face masked-LM directory.
+"""Exports a muppet_jax checkpoint as a Hugging Face directory.
 
-    python -m muppet_jax.export --checkpoint CKPT_DIR --out HF_DIR
+    python -m muppet_jax.export --checkpoint CKPT_DIR --out HF_DIR [--task TASK]
 
-HF_DIR then loads with `transformers.AutoModelForMaskedLM.from_pretrained(HF_DIR)`: config.json,
-model.safetensors, and the tokenizer files when the source checkpoint had them.
+Without --task: the encoder as a masked LM (`RobertaForMaskedLM`, what the published Muppet
+checkpoints are), for `transformers.AutoModelForMaskedLM.from_pretrained(HF_DIR)`. With --task
+(a pre-finetuned checkpoint): the encoder plus that task's trained head as
+`RobertaForSequenceClassification`, `RobertaForMultipleChoice` or `RobertaForQuestionAnswering`.
+Either way: config.json, model.safetensors, and the tokenizer files when the source had them.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pathlib
 
 import jax
 
 from muppet_jax import cli, partitioning, pretrained
+from muppet_jax.errors import UserError
 from muppet_jax.hf import checkpoint_files, encoder_weights
 from muppet_jax.models.config import DTYPES
 
 
 def export(checkpoint: str | os.PathLike, out: str | os.PathLike, step: int | None = None,
-           dtype: str | None = None) -> pathlib.Path:
-  """Writes step `step` (default: latest) of `checkpoint` to the new directory `out`.
+           dtype: str | None = None, task: str | None = None) -> pathlib.Path:
+  """Writes step `step` (default: latest) of `checkpoint` to the new directory `out`, as a masked
+  LM or, with `task`, as that task's transformers model.
 
   Tensors keep the checkpoint's parameter dtype unless `dtype` is given.
   """
@@ -30,11 +36,39 @@ def export(checkpoint: str | os.PathLike, out: str | os.PathLike, step: int | No
   mesh = partitioning.make_mesh({"fsdp": 1}, jax.devices()[:1])
   _, model = pretrained.from_checkpoint(checkpoint, mesh=mesh, step=step)
   dtype = dtype or model.config.param_dtype
-  tensors = encoder_weights.export_tensors(jax.device_get(model.params), model.config, dtype)
+  params = jax.device_get(model.params)
   hf_config = model.config.to_hf_config(model.hf_config)
   hf_config.pop("torch_dtype", None)  # transformers 5 reads `dtype`; keep one source of truth.
-  hf_config.update(architectures=[encoder_weights.hf_architecture(model.config)], dtype=dtype)
+  if task is None:
+    tensors = encoder_weights.export_tensors(params, model.config, dtype)
+    architecture = encoder_weights.hf_architecture(model.config)
+  else:
+    tensors, architecture = _task_tensors(model, params, task, dtype, hf_config)
+  hf_config.update(architectures=[architecture], dtype=dtype)
   return checkpoint_files.write_checkpoint(out, hf_config, tensors, model.tokenizer_files)
+
+
+def _task_tensors(model: pretrained.Pretrained, params, task: str, dtype: str,
+                  hf_config: dict) -> tuple[dict, str]:
+  """Tensors and class of `task`'s transformers model; fills in its config fields."""
+  entry = next((t for t in model.tasks if t["name"] == task), None)
+  if entry is None:
+    known = ", ".join(t["name"] for t in model.tasks) or "none: it was not pre-finetuned"
+    raise UserError(f"the checkpoint has no head for task {task!r}; its tasks: {known}")
+  head = model.layout.names.index(entry["head"])
+  kind = model.layout.kinds[head]
+  if kind not in encoder_weights.TASK_ARCHITECTURES:
+    raise UserError(f"task {task!r} trains a {kind} head, which has no transformers counterpart")
+  num_labels = 1 if entry["family"] == "regression" else entry["num_classes"]
+  tensors = encoder_weights.export_task_tensors(
+      params, model.config, kind, model.layout.index_in_kind()[head], num_labels, dtype)
+  if kind == "classification":
+    hf_config.update(num_labels=num_labels,
+                     id2label={str(i): f"LABEL_{i}" for i in range(num_labels)},
+                     label2id={f"LABEL_{i}": i for i in range(num_labels)},
+                     problem_type="regression" if entry["family"] == "regression"
+                     else "single_label_classification")
+  return tensors, encoder_weights.TASK_ARCHITECTURES[kind]
 
 
 def main(argv: list[str]) -> int:
@@ -47,9 +81,12 @@ def main(argv: list[str]) -> int:
   parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
   parser.add_argument("--dtype", choices=DTYPES, default=None,
                       help="dtype of the written tensors (default: the checkpoint's)")
+  parser.add_argument("--task", default=None,
+                      help="write this task's transformers model, with its trained head")
   args = parser.parse_args(argv)
-  out = export(args.checkpoint, args.out, step=args.step, dtype=args.dtype)
-  print(f"wrote {out}; load it with transformers.AutoModelForMaskedLM.from_pretrained({str(out)!r})")
+  out = export(args.checkpoint, args.out, step=args.step, dtype=args.dtype, task=args.task)
+  architecture = json.loads((out / checkpoint_files.CONFIG_FILE).read_text())["architectures"][0]
+  print(f"wrote {out}; load it with transformers.{architecture}.from_pretrained({str(out)!r})")
   return 0
 
 

@@ -35,6 +35,8 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
     ("mlp", "tensor"),
     ("positions", None),
     ("token_types", None),
+    ("task_heads", None),  # Stacked per-task heads: few and small, replicated.
+    ("classes", None),
     # Activations.
     ("activation_batch", ("data", "fsdp")),
     ("activation_length", None),
@@ -43,6 +45,7 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
     ("activation_kv", None),
     ("activation_mlp", "tensor"),
     ("activation_vocab", "tensor"),
+    ("activation_segments", None),
 )
 
 
@@ -129,3 +132,24 @@ def init_sharded(init_fn: Callable[[jax.Array], Any], rng: jax.Array,
   # kernels flat before reshaping them, which a mesh-aware unbox would constrain with the wrong rank.
   variables = jax.jit(lambda r: nn.meta.unbox(init_fn(r)), out_shardings=shardings)(rng)
   return variables, shardings
+
+
+def like_params(tree: Any, abstract_params: Any, param_shardings: Any,
+                default: NamedSharding) -> Any:
+  """Shardings for a tree that mirrors the parameters in places (an optimizer state): a leaf
+  whose key path ends with a parameter's path and has its shape gets that parameter's sharding,
+  everything else (step counts, ...) `default`."""
+  by_path = {}
+  for (path, leaf), sharding in zip(jax.tree_util.tree_leaves_with_path(abstract_params),
+                                    jax.tree.leaves(param_shardings)):
+    by_path[tuple(k.key for k in path)] = (tuple(leaf.shape), sharding)
+
+  def pick(path, leaf):
+    keys = tuple(k.key for k in path if isinstance(k, jax.tree_util.DictKey))
+    for i in range(len(keys)):
+      shape, sharding = by_path.get(keys[i:], (None, None))
+      if shape == tuple(leaf.shape):
+        return sharding
+    return default
+
+  return jax.tree_util.tree_map_with_path(pick, tree)

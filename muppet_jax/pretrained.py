@@ -13,7 +13,10 @@ from jax.sharding import Mesh
 from muppet_jax import checkpointing, partitioning
 from muppet_jax.hf import checkpoint_files, encoder_weights
 from muppet_jax.models.config import EncoderConfig
+from muppet_jax.models import multitask
 from muppet_jax.models.encoder import EncoderForMaskedLM, init_variables
+from muppet_jax.models.heads import HeadLayout
+from muppet_jax.models.multitask import MultiTaskEncoder
 
 
 @dataclasses.dataclass
@@ -21,19 +24,24 @@ class Pretrained:
   """An encoder's config and (sharded) parameters, with what export needs to write it back."""
 
   config: EncoderConfig
-  params: Any  # The `params` collection of EncoderForMaskedLM.
+  params: Any  # EncoderForMaskedLM's params; a trained checkpoint's also have `heads`.
   hf_config: dict[str, Any]  # The source config.json, kept so export preserves its other fields.
   tokenizer_files: dict[str, bytes]
+  layout: HeadLayout | None = None  # The task heads of a pre-finetuned checkpoint.
+  tasks: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
   def metadata(self) -> dict[str, Any]:
     return {"encoder_config": self.config.to_dict(), "hf_config": self.hf_config,
             "tokenizer_files": checkpointing.encode_files(self.tokenizer_files)}
 
 
-def abstract_params(config: EncoderConfig, mesh: Mesh) -> Any:
+def abstract_params(config: EncoderConfig, mesh: Mesh, layout: HeadLayout | None = None) -> Any:
   """The model's parameter tree as ShapeDtypeStructs carrying their NamedShardings."""
-  boxed = jax.eval_shape(lambda r: init_variables(EncoderForMaskedLM(config), r),
-                         jax.random.key(0))["params"]
+  if layout is None:
+    init = lambda r: init_variables(EncoderForMaskedLM(config), r)  # noqa: E731
+  else:
+    init = lambda r: multitask.init_variables(MultiTaskEncoder(config, layout), r)  # noqa: E731
+  boxed = jax.eval_shape(init, jax.random.key(0))["params"]
   abstract = nn.meta.unbox(boxed)
   shardings = partitioning.logical_to_mesh_sharding(nn.get_partition_spec(boxed), abstract, mesh)
   return checkpointing.abstract_with_shardings(abstract, shardings)
@@ -61,6 +69,11 @@ def from_checkpoint(directory: str | os.PathLike, mesh: Mesh | None = None,
   mesh = mesh or default_mesh()
   step, meta = checkpointing.read_model_metadata(directory, step)
   config = EncoderConfig.from_dict(meta["encoder_config"]).replace(**runtime)
-  params = checkpointing.restore_params(directory, step, abstract_params(config, mesh))
+  layout = None
+  if "heads" in meta:
+    heads = meta["heads"]
+    layout = HeadLayout(tuple(heads["names"]), tuple(heads["kinds"]), heads["num_classes"])
+  params = checkpointing.restore_params(directory, step, abstract_params(config, mesh, layout))
   return step, Pretrained(config, params, meta["hf_config"],
-                          checkpointing.decode_files(meta["tokenizer_files"]))
+                          checkpointing.decode_files(meta["tokenizer_files"]), layout,
+                          meta.get("tasks", []))

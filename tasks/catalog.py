@@ -231,13 +231,19 @@ _SUMMARIZATION = [
 ]
 
 
+# GLUE's own metrics where they aren't plain accuracy.
+_METRICS = {"glue_cola": ("matthews", "accuracy"), "glue_mrpc": ("f1", "accuracy"),
+            "glue_qqp": ("f1", "accuracy"), "super_glue_multirc": ("f1", "accuracy")}
+
+
 def entries() -> list[CatalogEntry]:
   out = []
   for name, tfds_name, formatter, classes, size in _CLASSIFICATION:
     family = "regression" if name == "glue_stsb" else "classification"
     splits = _SPLITS.get(name, TRAIN_TEST if name in _NO_VALIDATION else TRAIN_VALIDATION)
     out.append(CatalogEntry(name, (tfds_name,), splits, formatter,
-                            TaskInfo(family, classes, size, description=tfds_name)))
+                            TaskInfo(family, classes, size, metrics=_METRICS.get(name, ()),
+                                     description=tfds_name)))
   for name, tfds_names, splits, formatter, choices, size in _MULTIPLE_CHOICE:
     out.append(CatalogEntry(name, tfds_names, splits, formatter,
                             TaskInfo("multiple_choice", choices, size,

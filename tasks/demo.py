@@ -16,7 +16,7 @@ class DemoVocabulary(HFVocabulary):
   """The demo's byte-level BPE vocabulary; trained and cached on first use, not on import."""
 
   def __init__(self):
-    super().__init__(demo.cache_dir() / "demo_tokenizer_v1")
+    super().__init__(demo.cache_dir() / demo.TOKENIZER_DIR)
 
   @property
   def tokenizer(self):

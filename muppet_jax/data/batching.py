@@ -58,6 +58,8 @@ class StreamConfig:
   temperature: float = 1.0  # Mixture rates ~ size ** (1 / temperature).
   rate_cap: int | None = None  # Cap on a task's size when computing rates.
   shared_heads: bool = True  # Multiple choice and span share one head per family.
+  homogeneous: bool = False  # One task per batch (the paper's unstable ablation).
+  exclude_families: tuple[str, ...] = ()  # E.g. summarization for encoder-only models.
   num_epochs: int | None = None  # None: repeat each task forever (training).
   shuffle: bool = True
 
@@ -82,13 +84,23 @@ def head_name(task: MuppetTask, shared_heads: bool) -> str:
 class MixtureStream(Iterator[Batch]):
   """Host-local stream of packed heterogeneous batches; see the module docstring."""
 
-  def __init__(self, config: StreamConfig, shard: seqio.ShardInfo | None = None):
+  def __init__(self, config: StreamConfig, shard: seqio.ShardInfo | None = None,
+               head_names: tuple[str, ...] | None = None):
+    """`head_names` fixes the head order (`seg_head` values), e.g. to the training run's."""
     self.config = config
     self.shard = shard or seqio.ShardInfo(index=0, num_shards=1)
-    self.tasks = mixing.mixture_tasks(config.mixture)
-    self.rates = np.asarray(list(mixing.rates(config.mixture, config.temperature,
-                                              config.rate_cap).values()))
-    self.heads = sorted({head_name(t, config.shared_heads) for t in self.tasks})
+    rates = mixing.rates(config.mixture, config.temperature, config.rate_cap)
+    self.tasks = [t for t in mixing.mixture_tasks(config.mixture)
+                  if t.info.family not in config.exclude_families]
+    if not self.tasks:
+      raise UserError(f"mixture {config.mixture!r} has no task outside the families "
+                      f"{list(config.exclude_families)} that this model can't train")
+    self.rates = np.asarray([rates[t.name] for t in self.tasks])
+    self.rates = self.rates / self.rates.sum()
+    needed = {head_name(t, config.shared_heads) for t in self.tasks}
+    self.heads = list(head_names) if head_names is not None else sorted(needed)
+    if not needed <= set(self.heads):
+      raise UserError(f"heads {sorted(needed - set(self.heads))} are not among {self.heads}")
     self._head_of = [self.heads.index(head_name(t, config.shared_heads)) for t in self.tasks]
     self.families = sorted({t.info.family for t in self.tasks})
     self._family_of = [self.families.index(t.info.family) for t in self.tasks]
@@ -217,21 +229,30 @@ class MixtureStream(Iterator[Batch]):
     batch["families"].add(self._family_of[ex.task])
     return True
 
+  def empty_batch(self) -> Batch:
+    """A batch with no examples (all padding), of the stream's shapes."""
+    return self._new_batch()["arrays"]
+
   def __next__(self) -> Batch:
     batch = self._new_batch()
+    among = None
+    if self.config.homogeneous:  # The whole batch from one task: a waiting one's, or a draw.
+      task = self._waiting[0].task if self._waiting else int(
+          self._rng.choice(len(self.tasks), p=self.rates))
+      among = np.arange(len(self.tasks)) == task
     waiting, self._waiting = self._waiting, []
     for ex in waiting:
-      if not self._place(batch, ex):
+      if (among is not None and not among[ex.task]) or not self._place(batch, ex):
         self._waiting.append(ex)
-    for family in range(len(self.families)):  # One example of every family first.
-      if family in batch["families"]:
+    for family in range(len(self.families) if among is None else 0):
+      if family in batch["families"]:  # One example of every family first.
         continue
       ex = self._draw(np.asarray(self._family_of) == family)
       if ex is not None and not self._place(batch, ex):
         self._waiting.append(ex)
     misses = 0
     while misses < _MAX_MISSES:
-      ex = self._draw()
+      ex = self._draw(among)
       if ex is None:
         break
       if not self._place(batch, ex):

@@ -191,3 +191,39 @@ def export_tensors(params: Mapping[str, Any], config: EncoderConfig,
 def hf_architecture(config: EncoderConfig) -> str:
   return ARCHITECTURES[config.model_type][1]
 
+
+
+# The transformers class of a --task export per head kind (RoBERTa family).
+TASK_ARCHITECTURES = {"classification": "RobertaForSequenceClassification",
+                      "multiple_choice": "RobertaForMultipleChoice",
+                      "span": "RobertaForQuestionAnswering"}
+
+
+def export_task_tensors(params: Mapping[str, Any], config: EncoderConfig, kind: str, index: int,
+                        num_labels: int, dtype: str | None = None) -> dict[str, np.ndarray]:
+  """The encoder plus one task head, under the names of the transformers task model of `kind`.
+
+  `index` is the head's position in its kind's stack; `num_labels` the classes it exports.
+  """
+  if config.model_type not in ("roberta", "xlm-roberta"):
+    raise UserError(f"--task export writes RoBERTa task models; this checkpoint is a "
+                    f"{config.model_type}")
+  out = {k: v for k, v in export_tensors(params, config, dtype).items()
+         if k.startswith("roberta.")}
+  heads = params["heads"]
+
+  def linear(name: str, hf: str, columns: slice = slice(None)) -> None:
+    kernel = np.asarray(heads[f"{name}_kernel"][index])[:, columns]
+    bias = np.asarray(heads[f"{name}_bias"][index])[columns]
+    out[f"{hf}.weight"] = kernel.T.astype(dtype or kernel.dtype)
+    out[f"{hf}.bias"] = bias.astype(dtype or bias.dtype)
+
+  if kind == "classification":
+    linear("classification_dense", "classifier.dense")
+    linear("classification_out_proj", "classifier.out_proj", slice(0, num_labels))
+  elif kind == "multiple_choice":
+    linear("multiple_choice_pooler", "roberta.pooler.dense")
+    linear("multiple_choice_classifier", "classifier")
+  else:
+    linear("span_qa_outputs", "qa_outputs")
+  return dict(sorted(out.items()))

@@ -1,0 +1,112 @@
+"""Multi-task losses, each example's divided by log n of its task (Muppet's loss scaling).
+
+Per family: cross-entropy over the task's classes, MSE for regression, softmax cross-entropy over
+an example's choices, and the mean of start and end cross-entropy over the row's positions for
+spans. n is the task's number of classes, choices or candidate positions (`TaskInfo`), so that
+with uniform predictions every task's scaled loss is 1. Regression's MSE is left unscaled. The
+batch loss is the mean over examples (a multiple-choice example counts once, not per choice).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from muppet_jax.data.task_info import MuppetTask
+from muppet_jax.models.heads import HeadOutputs
+
+FAMILIES = ("classification", "regression", "multiple_choice", "span")
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskTable:
+  """Static per-task facts the loss needs, indexed like the stream's `seg_task`."""
+
+  names: tuple[str, ...]
+  families: tuple[int, ...]  # Index into FAMILIES.
+  num_classes: tuple[int, ...]
+  divisors: tuple[float, ...]  # log n, or 1 where scaling is off.
+
+  @classmethod
+  def build(cls, tasks: Sequence[MuppetTask], max_length: int, vocab_size: int,
+            scale_losses: bool = True) -> TaskTable:
+    return cls(
+        names=tuple(t.name for t in tasks),
+        families=tuple(FAMILIES.index(t.info.family) for t in tasks),
+        num_classes=tuple(t.info.num_classes for t in tasks),
+        divisors=tuple(t.info.loss_divisor(max_length, vocab_size) if scale_losses else 1.0
+                       for t in tasks))
+
+
+def _cross_entropy(logits: jax.Array, label: jax.Array) -> jax.Array:
+  """-log softmax(logits)[label] over the last axis."""
+  label = jnp.clip(label, 0, logits.shape[-1] - 1)
+  picked = jnp.take_along_axis(logits, label[..., None], axis=-1)[..., 0]
+  return jax.nn.logsumexp(logits, axis=-1) - picked
+
+
+def _choice_losses(scores: jax.Array, batch: Mapping[str, jax.Array],
+                   is_choice: jax.Array) -> jax.Array:
+  """Per segment: the example's softmax cross-entropy over its choices (on every choice)."""
+  flat = scores.reshape(-1)
+  n = flat.shape[0]
+  example = jnp.where(is_choice, batch["seg_example"], n).reshape(-1)  # n: a dump slot.
+  top = jax.ops.segment_max(jnp.where(is_choice.reshape(-1), flat, -jnp.inf), example, n + 1)
+  top = jnp.where(jnp.isfinite(top), top, 0.0)
+  lse = jnp.log(jax.ops.segment_sum(jnp.exp(flat - top[example]), example, n + 1)) + top
+  correct = (batch["seg_choice"] == batch["seg_label"]).reshape(-1)
+  right = jax.ops.segment_sum(jnp.where(correct, flat, 0.0), example, n + 1)
+  return (lse - right)[example].reshape(scores.shape)
+
+
+def per_example_losses(outputs: HeadOutputs, batch: Mapping[str, jax.Array],
+                       table: TaskTable) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(scaled loss, is-example mask, family index), each [B, S].
+
+  A segment is an example unless it is a non-first choice of a multiple-choice example.
+  """
+  task = jnp.maximum(batch["seg_task"], 0)
+  valid = batch["seg_task"] >= 0
+  family = jnp.asarray(table.families, jnp.int32)[task]
+  classes = jnp.asarray(table.num_classes, jnp.int32)[task]
+
+  logits = outputs.class_logits.astype(jnp.float32)
+  logits = jnp.where(jnp.arange(logits.shape[-1]) < classes[..., None], logits, -1e30)
+  classification = _cross_entropy(logits, batch["seg_label"])
+  regression = (outputs.class_logits[..., 0].astype(jnp.float32) - batch["seg_score"]) ** 2
+  is_choice = valid & (family == FAMILIES.index("multiple_choice"))
+  choice = _choice_losses(outputs.choice_scores.astype(jnp.float32), batch, is_choice)
+  span_logits = outputs.span_logits.astype(jnp.float32)
+  span = 0.5 * (_cross_entropy(span_logits[..., 0], batch["seg_span"][..., 0]) +
+                _cross_entropy(span_logits[..., 1], batch["seg_span"][..., 1]))
+
+  loss = jnp.select([family == i for i in range(len(FAMILIES))],
+                    [classification, regression, choice, span])
+  loss = loss / jnp.asarray(table.divisors, jnp.float32)[task]
+  is_example = valid & (~is_choice | (batch["seg_choice"] == 0))
+  return jnp.where(is_example, loss, 0.0), is_example, family
+
+
+def loss_sums(outputs: HeadOutputs, batch: Mapping[str, jax.Array],
+              table: TaskTable) -> dict[str, jax.Array]:
+  """Sums and counts (overall and per family) whose ratio is the mean scaled loss."""
+  loss, is_example, family = per_example_losses(outputs, batch, table)
+  sums = {"loss_sum": loss.sum(), "count": is_example.sum().astype(jnp.float32)}
+  for i, name in enumerate(FAMILIES):
+    in_family = is_example & (family == i)
+    sums[f"{name}_loss_sum"] = jnp.where(in_family, loss, 0.0).sum()
+    sums[f"{name}_count"] = in_family.sum().astype(jnp.float32)
+  return sums
+
+
+def family_means(sums: Mapping[str, np.ndarray | jax.Array]) -> dict[str, float]:
+  """Mean loss overall and per family present, from (accumulated) sums."""
+  out = {"loss": float(sums["loss_sum"]) / max(float(sums["count"]), 1.0)}
+  for name in FAMILIES:
+    if float(sums[f"{name}_count"]) > 0:
+      out[f"loss/{name}"] = float(sums[f"{name}_loss_sum"]) / float(sums[f"{name}_count"])
+  return out

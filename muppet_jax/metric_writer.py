@@ -1,0 +1,38 @@
+"""Where metrics go, from process 0 only: TensorBoard summaries and `metrics.jsonl` (one JSON
+object per logged step or evaluation: `step`, the training loss as `loss`, every other metric
+under a stable name such as `loss/span`, `eval/glue_mnli/accuracy`, `eval/family/span`)."""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+from typing import Mapping
+
+import jax
+import tensorflow as tf
+
+
+class MetricWriter:
+  def __init__(self, workdir: str | pathlib.Path):
+    self.enabled = jax.process_index() == 0
+    workdir = pathlib.Path(workdir)
+    self.jsonl = workdir / "metrics.jsonl"
+    self.tensorboard_dir = workdir / "tensorboard"
+    self._summary = tf.summary.create_file_writer(str(self.tensorboard_dir)) if self.enabled \
+        else None
+
+  def write(self, step: int, metrics: Mapping[str, float]) -> None:
+    if not self.enabled:
+      return
+    clean = {k: float(v) for k, v in metrics.items() if math.isfinite(float(v))}
+    with self.jsonl.open("a") as f:
+      f.write(json.dumps({"step": int(step), **clean}, sort_keys=True) + "\n")
+    with self._summary.as_default(step=int(step)):
+      for name, value in clean.items():
+        tf.summary.scalar(name, value)
+    self._summary.flush()
+
+  def close(self) -> None:
+    if self._summary is not None:
+      self._summary.close()

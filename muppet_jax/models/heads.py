@@ -1,0 +1,117 @@
+"""Task heads with the structure of Hugging Face's task models, stacked so that one compiled step
+serves any mix of tasks.
+
+- classification/regression, one per dataset, like `RobertaClassificationHead`: dropout, dense,
+  tanh, dropout, out_proj on the segment's `<s>` state;
+- multiple choice, one per family (or per dataset), like `RobertaForMultipleChoice`: pooler
+  (dense + tanh on `<s>`), dropout, one score per choice;
+- span, one per family (or per dataset), like `RobertaForQuestionAnswering`: start/end logits on
+  every token.
+
+Each kind's heads are stacked along a leading `task_heads` axis. Every segment's outputs are
+computed by all heads of the kind and the segment's own head is selected by index: no Python
+branching on tasks, static shapes, and the head FLOPs are negligible next to the encoder's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from muppet_jax.models import layers
+from muppet_jax.models.config import EncoderConfig
+
+HEAD_KINDS = ("classification", "multiple_choice", "span")
+# The head kind of each task family (summarization trains BART's LM head).
+FAMILY_HEAD_KIND = {"classification": "classification", "regression": "classification",
+                    "multiple_choice": "multiple_choice", "span": "span"}
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadLayout:
+  """Which heads exist, and each head's kind and index within its kind's stack."""
+
+  names: tuple[str, ...]  # Global head index -> name (the stream's `seg_head` values).
+  kinds: tuple[str, ...]
+  num_classes: int  # Width of the classification heads (the most classes of any task).
+
+  def index_in_kind(self) -> tuple[int, ...]:
+    seen = {k: 0 for k in HEAD_KINDS}
+    out = []
+    for kind in self.kinds:
+      out.append(seen[kind])
+      seen[kind] += 1
+    return tuple(out)
+
+  def count(self, kind: str) -> int:
+    return self.kinds.count(kind)
+
+
+@flax.struct.dataclass
+class HeadOutputs:
+  class_logits: jax.Array  # [B, S, num_classes]: the segment's own classification head.
+  choice_scores: jax.Array  # [B, S]: multiple-choice score of each segment (one per choice).
+  span_logits: jax.Array  # [B, S, L, 2]: start/end logits of each segment over the row's tokens.
+
+
+class TaskHeads(nn.Module):
+  config: EncoderConfig
+  layout: HeadLayout
+
+  def _weights(self, name: str, heads: int, features: int, out_axis: str):
+    cfg = self.config
+    kernel = self.param(f"{name}_kernel", layers.normal(cfg.initializer_range, "task_heads",
+                                                        "embed", out_axis),
+                        (heads, cfg.hidden_size, features), cfg.weights_dtype)
+    bias = self.param(f"{name}_bias", layers.zeros("task_heads", out_axis), (heads, features),
+                      cfg.weights_dtype)
+    return kernel.astype(cfg.compute_dtype), bias.astype(cfg.compute_dtype)
+
+  @nn.compact
+  def __call__(self, hidden: jax.Array, segment_ids: jax.Array, seg_head: jax.Array,
+               seg_start: jax.Array, deterministic: bool) -> HeadOutputs:
+    cfg, layout = self.config, self.layout
+    dropout = nn.Dropout(cfg.hidden_dropout)
+    kind_index = jnp.asarray(layout.index_in_kind(), jnp.int32)[jnp.maximum(seg_head, 0)]
+    # The `<s>` state of every segment: [B, S, D].
+    first = jnp.take_along_axis(hidden, jnp.maximum(seg_start, 0)[..., None], axis=1)
+    first = nn.with_logical_constraint(
+        first, ("activation_batch", "activation_segments", "activation_embed"))
+    b, s = seg_head.shape
+
+    def pick(per_head: jax.Array, count: int) -> jax.Array:
+      """[B, S, H, ...] -> [B, S, ...]: each segment's own head."""
+      index = jnp.clip(kind_index, 0, count - 1).reshape(b, s, 1, *([1] * (per_head.ndim - 3)))
+      return jnp.take_along_axis(per_head, index, axis=2)[:, :, 0]
+
+    class_logits = jnp.zeros((b, s, layout.num_classes), cfg.compute_dtype)
+    if n := layout.count("classification"):
+      w1, b1 = self._weights("classification_dense", n, cfg.hidden_size, "mlp")
+      w2, b2 = self._weights("classification_out_proj", n, layout.num_classes, "classes")
+      x = dropout(first, deterministic=deterministic)
+      x = jnp.tanh(jnp.einsum("bsd,hde->bshe", x, w1) + b1)
+      x = dropout(x, deterministic=deterministic)
+      class_logits = pick(jnp.einsum("bshe,hec->bshc", x, w2) + b2, n)
+
+    choice_scores = jnp.zeros((b, s), cfg.compute_dtype)
+    if n := layout.count("multiple_choice"):
+      w1, b1 = self._weights("multiple_choice_pooler", n, cfg.hidden_size, "mlp")
+      w2, b2 = self._weights("multiple_choice_classifier", n, 1, "classes")
+      pooled = jnp.tanh(jnp.einsum("bsd,hde->bshe", first, w1) + b1)
+      pooled = dropout(pooled, deterministic=deterministic)
+      choice_scores = pick(jnp.einsum("bshe,hec->bshc", pooled, w2) + b2, n)[..., 0]
+
+    length = hidden.shape[1]
+    span_logits = jnp.zeros((b, s, length, 2), cfg.compute_dtype)
+    if n := layout.count("span"):
+      w, bias = self._weights("span_qa_outputs", n, 2, "classes")
+      per_token = jnp.einsum("bld,hdc->blhc", hidden, w) + bias  # [B, L, H, 2]
+      index = jnp.clip(kind_index, 0, n - 1)  # [B, S]
+      span_logits = jax.vmap(lambda tok, idx: tok[:, idx].transpose(1, 0, 2))(per_token, index)
+      in_segment = segment_ids[:, None, :] == (jnp.arange(s) + 1)[None, :, None]
+      span_logits = jnp.where(in_segment[..., None], span_logits, jnp.finfo(jnp.float32).min)
+    return HeadOutputs(class_logits, choice_scores, span_logits)

@@ -1,0 +1,116 @@
+"""Train state, optimizer, and the pure train/eval steps (compiled once by `muppet_jax.train`)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from muppet_jax import losses
+from muppet_jax.models.heads import HeadOutputs
+from muppet_jax.models.multitask import MultiTaskEncoder
+
+Batch = Mapping[str, jax.Array]
+MODEL_INPUTS = ("input_ids", "segment_ids", "seg_head", "seg_start")
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+def learning_rate_schedule(peak: float, warmup_steps: int, total_steps: int) -> optax.Schedule:
+  """Linear warmup from 0 to `peak`, then linear decay to 0 at `total_steps`."""
+  return optax.join_schedules(
+      [optax.linear_schedule(0.0, peak, max(warmup_steps, 1)),
+       optax.linear_schedule(peak, 0.0, max(total_steps - warmup_steps, 1))], [warmup_steps])
+
+
+def _trainable_label(path, _) -> str:
+  # Pre-finetuning has no masked-LM loss; its head is carried unchanged for export.
+  return "frozen" if path[0].key == "mlm_head" else "train"
+
+
+def _decays(path, _) -> bool:
+  """Weight decay on matrices, not on biases or LayerNorm parameters."""
+  name = path[-1].key
+  return not (name in ("bias", "scale") or name.endswith("_bias"))
+
+
+def make_optimizer(learning_rate: float, warmup_steps: int, total_steps: int,
+                   weight_decay: float = 0.01, b1: float = 0.9, b2: float = 0.98,
+                   eps: float = 1e-6, clip_norm: float = 1.0) -> optax.GradientTransformation:
+  """AdamW with warmup and linear decay, global-norm clipping; the MLM head is frozen."""
+  adamw = optax.chain(
+      optax.clip_by_global_norm(clip_norm),
+      optax.adamw(learning_rate_schedule(learning_rate, warmup_steps, total_steps), b1=b1, b2=b2,
+                  eps=eps, weight_decay=weight_decay,
+                  mask=lambda p: jax.tree_util.tree_map_with_path(_decays, p)))
+  return optax.multi_transform(
+      {"train": adamw, "frozen": optax.set_to_zero()},
+      lambda p: jax.tree_util.tree_map_with_path(_trainable_label, p))
+
+
+def forward(model: MultiTaskEncoder, params: Any, batch: Batch, deterministic: bool,
+            rng: jax.Array | None = None) -> HeadOutputs:
+  return model.apply({"params": params}, *(batch[k] for k in MODEL_INPUTS),
+                     deterministic=deterministic,
+                     rngs=None if deterministic else {"dropout": rng})
+
+
+def _microbatches(batch: Batch, n: int) -> Batch:
+  """[B, ...] -> [n, B/n, ...], microbatch i holding rows i, i+n, ... so that each keeps the
+  batch's sharding over its rows."""
+  def split(x):
+    x = x.reshape(x.shape[0] // n, n, *x.shape[1:])
+    return jnp.swapaxes(x, 0, 1)
+  return jax.tree.map(split, dict(batch))
+
+
+def make_train_step(model: MultiTaskEncoder, tx: optax.GradientTransformation,
+                    table: losses.TaskTable, microbatches: int, seed: int
+                    ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
+  """The pure train step: gradients of the mean scaled loss over the whole batch, accumulated
+  over `microbatches`, then one optimizer update. Dropout RNG is derived from (seed, step)."""
+
+  def loss_fn(params, micro, rng):
+    sums = losses.loss_sums(forward(model, params, micro, False, rng), micro, table)
+    return sums["loss_sum"], sums
+
+  def train_step(state: TrainState, batch: Batch):
+    rng = jax.random.fold_in(jax.random.key(seed), state.step)
+
+    def accumulate(carry, xs):
+      index, micro = xs
+      grads, sums = carry
+      (_, micro_sums), micro_grads = jax.value_and_grad(loss_fn, has_aux=True)(
+          state.params, micro, jax.random.fold_in(rng, index))
+      return (jax.tree.map(jnp.add, grads, micro_grads),
+              jax.tree.map(jnp.add, sums, micro_sums)), None
+
+    zeros = jax.tree.map(jnp.zeros_like, state.params)
+    sum_shapes = jax.eval_shape(lambda: loss_fn(state.params, jax.tree.map(
+        lambda x: x[0], _microbatches(batch, microbatches)), rng)[1])
+    zero_sums = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), sum_shapes)
+    (grads, sums), _ = jax.lax.scan(
+        accumulate, (zeros, zero_sums),
+        (jnp.arange(microbatches), _microbatches(batch, microbatches)))
+    count = jnp.maximum(sums["count"], 1.0)
+    grads = jax.tree.map(lambda g: g / count, grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {**sums, "grad_norm": optax.global_norm(grads)}
+    return TrainState(state.step + 1, params, opt_state), metrics
+
+  return train_step
+
+
+def make_eval_step(model: MultiTaskEncoder) -> Callable[[Any, Batch], HeadOutputs]:
+  def eval_step(params: Any, batch: Batch) -> HeadOutputs:
+    return forward(model, params, batch, deterministic=True)
+  return eval_step
