@@ -49,11 +49,15 @@ def _cross_entropy(logits: jax.Array, label: jax.Array) -> jax.Array:
   return jax.nn.logsumexp(logits, axis=-1) - picked
 
 
-def _choice_losses(scores: jax.Array, batch: Mapping[str, jax.Array],
-                   is_choice: jax.Array) -> jax.Array:
-  """Per segment: the example's softmax cross-entropy over its choices (on every choice)."""
+def _choice_losses(scores: jax.Array, batch: Mapping[str, jax.Array], is_choice: jax.Array,
+                   example_slots: int | None) -> jax.Array:
+  """Per segment: the example's softmax cross-entropy over its choices (on every choice).
+
+  `example_slots` bounds the example ids (the whole global batch's segment slots; by default
+  this batch's, which is right unless it is a microbatch).
+  """
   flat = scores.reshape(-1)
-  n = flat.shape[0]
+  n = example_slots or flat.shape[0]
   example = jnp.where(is_choice, batch["seg_example"], n).reshape(-1)  # n: a dump slot.
   top = jax.ops.segment_max(jnp.where(is_choice.reshape(-1), flat, -jnp.inf), example, n + 1)
   top = jnp.where(jnp.isfinite(top), top, 0.0)
@@ -63,8 +67,9 @@ def _choice_losses(scores: jax.Array, batch: Mapping[str, jax.Array],
   return (lse - right)[example].reshape(scores.shape)
 
 
-def per_example_losses(outputs: HeadOutputs, batch: Mapping[str, jax.Array],
-                       table: TaskTable) -> tuple[jax.Array, jax.Array, jax.Array]:
+def per_example_losses(outputs: HeadOutputs, batch: Mapping[str, jax.Array], table: TaskTable,
+                       example_slots: int | None = None
+                       ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """(scaled loss, is-example mask, family index), each [B, S].
 
   A segment is an example unless it is a non-first choice of a multiple-choice example.
@@ -79,7 +84,8 @@ def per_example_losses(outputs: HeadOutputs, batch: Mapping[str, jax.Array],
   classification = _cross_entropy(logits, batch["seg_label"])
   regression = (outputs.class_logits[..., 0].astype(jnp.float32) - batch["seg_score"]) ** 2
   is_choice = valid & (family == FAMILIES.index("multiple_choice"))
-  choice = _choice_losses(outputs.choice_scores.astype(jnp.float32), batch, is_choice)
+  choice = _choice_losses(outputs.choice_scores.astype(jnp.float32), batch, is_choice,
+                          example_slots)
   span_logits = outputs.span_logits.astype(jnp.float32)
   span = 0.5 * (_cross_entropy(span_logits[..., 0], batch["seg_span"][..., 0]) +
                 _cross_entropy(span_logits[..., 1], batch["seg_span"][..., 1]))
@@ -91,10 +97,10 @@ def per_example_losses(outputs: HeadOutputs, batch: Mapping[str, jax.Array],
   return jnp.where(is_example, loss, 0.0), is_example, family
 
 
-def loss_sums(outputs: HeadOutputs, batch: Mapping[str, jax.Array],
-              table: TaskTable) -> dict[str, jax.Array]:
+def loss_sums(outputs: HeadOutputs, batch: Mapping[str, jax.Array], table: TaskTable,
+              example_slots: int | None = None) -> dict[str, jax.Array]:
   """Sums and counts (overall and per family) whose ratio is the mean scaled loss."""
-  loss, is_example, family = per_example_losses(outputs, batch, table)
+  loss, is_example, family = per_example_losses(outputs, batch, table, example_slots)
   sums = {"loss_sum": loss.sum(), "count": is_example.sum().astype(jnp.float32)}
   for i, name in enumerate(FAMILIES):
     in_family = is_example & (family == i)

@@ -68,7 +68,8 @@ def _stream_config(config: ml_collections.ConfigDict, **changes: Any) -> batchin
                 max_length=d.max_length, packing=d.packing, max_segments=d.max_segments,
                 seed=d.seed, temperature=d.temperature, rate_cap=d.rate_cap or None,
                 shared_heads=d.shared_heads, homogeneous=d.batching == "homogeneous",
-                exclude_families=("summarization",))  # BART trains those.
+                exclude_families=("summarization",),  # BART trains those.
+                row_groups=config.microbatches)
   return batching.StreamConfig(**{**fields, **changes})
 
 
@@ -147,7 +148,7 @@ def evaluate(config, stream, layout, eval_step, params, batch_sharding) -> dict[
   for task in stream.tasks:
     eval_stream = batching.MixtureStream(
         _stream_config(config, mixture=task.name, split="validation", num_epochs=1,
-                       shuffle=False, batch_size=eval_bs, homogeneous=False),
+                       shuffle=False, batch_size=eval_bs, homogeneous=False, row_groups=1),
         shard, head_names=layout.names)
     tokenizer = task.output_features["inputs"].vocabulary.tokenizer
     acc = evaluation.TaskAccumulator(task, lambda ids: tokenizer.decode(ids,

@@ -78,12 +78,14 @@ def make_train_step(model: MultiTaskEncoder, tx: optax.GradientTransformation,
   """The pure train step: gradients of the mean scaled loss over the whole batch, accumulated
   over `microbatches`, then one optimizer update. Dropout RNG is derived from (seed, step)."""
 
-  def loss_fn(params, micro, rng):
-    sums = losses.loss_sums(forward(model, params, micro, False, rng), micro, table)
-    return sums["loss_sum"], sums
-
   def train_step(state: TrainState, batch: Batch):
     rng = jax.random.fold_in(jax.random.key(seed), state.step)
+    # Multiple-choice example ids range over the whole (global) batch's segment slots.
+    slots = batch["seg_task"].size
+
+    def loss_fn(params, micro, rng):
+      sums = losses.loss_sums(forward(model, params, micro, False, rng), micro, table, slots)
+      return sums["loss_sum"], sums
 
     def accumulate(carry, xs):
       index, micro = xs

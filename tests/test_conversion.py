@@ -178,7 +178,7 @@ def test_command_lines(tiny_mlm, tmp_path):
   assert done.returncode == 0, done.stderr
   done = _cli("muppet_jax.export", "--checkpoint", str(tmp_path / "c"), "--out", str(tmp_path / "e"))
   assert done.returncode == 0, done.stderr
-  assert "AutoModelForMaskedLM" in done.stdout
+  assert "RobertaForMaskedLM.from_pretrained" in done.stdout
   assert transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "e") is not None
   failed = _cli("muppet_jax.convert", "--from-hf", str(tmp_path), "--out", str(tmp_path / "x"))
   assert failed.returncode == 2

@@ -18,6 +18,7 @@ Batch arrays (B rows, L tokens, T target tokens, S segment slots per row):
   input_ids, segment_ids, positions                                 [B, L] int32
   target_ids, target_segment_ids                                    [B, T] int32 (summarization)
   seg_task, seg_head, seg_label, seg_start, seg_example, seg_choice [B, S] int32 (-1: empty)
+  (seg_example: an id per example, unique across hosts, below hosts * B * S)
   seg_score                                                         [B, S] float32
   seg_span                                                          [B, S, 2] int32 (row positions)
 """
@@ -60,6 +61,9 @@ class StreamConfig:
   shared_heads: bool = True  # Multiple choice and span share one head per family.
   homogeneous: bool = False  # One task per batch (the paper's unstable ablation).
   exclude_families: tuple[str, ...] = ()  # E.g. summarization for encoder-only models.
+  # Rows r with the same r % row_groups form a group (a microbatch of the train step); all of an
+  # example's sequences go to one group, so a multiple-choice softmax never spans microbatches.
+  row_groups: int = 1
   num_epochs: int | None = None  # None: repeat each task forever (training).
   shuffle: bool = True
 
@@ -120,10 +124,14 @@ class MixtureStream(Iterator[Batch]):
       raise UserError(f"mixture {c.mixture!r} mixes tasks with different vocabularies")
     most_choices = max(t.info.num_classes if t.info.family == "multiple_choice" else 1
                        for t in self.tasks)
-    slots = c.batch_size * (c.max_segments if c.packing else 1)
+    if c.batch_size % c.row_groups:
+      raise UserError(f"batch_size={c.batch_size} rows don't divide into {c.row_groups} "
+                      "microbatches")
+    slots = c.batch_size // c.row_groups * (c.max_segments if c.packing else 1)
     if slots < most_choices:
-      raise UserError(f"batch_size={c.batch_size} can't hold a {most_choices}-choice example; "
-                      f"use at least {most_choices} rows")
+      raise UserError(f"a microbatch of {c.batch_size // c.row_groups} rows can't hold a "
+                      f"{most_choices}-choice example; use at least {most_choices} rows per "
+                      "microbatch")
     if c.max_segments < 1 or c.batch_size < 1:
       raise UserError("batch_size and max_segments must be at least 1")
 
@@ -189,20 +197,33 @@ class MixtureStream(Iterator[Batch]):
     return (segments[row] < c.max_segments and used[row] + length <= c.max_length
             and targets <= target_room)
 
+  def _rows_for(self, batch, ex: _Example) -> list[int] | None:
+    """Rows for each of the example's sequences, all in one row group; None if they don't fit."""
+    groups = self.config.row_groups
+    for group in range(groups):
+      used, used_t, segs = (batch[k].copy() for k in ("used", "used_targets", "segments"))
+      rows = []
+      for seq in ex.sequences:
+        row = next((r for r in range(group, self.config.batch_size, groups)
+                    if self._fits(used, used_t, segs, r, len(seq), len(ex.targets))), None)
+        if row is None:
+          break
+        rows.append(row)
+        used[row] += len(seq)
+        used_t[row] += len(ex.targets)
+        segs[row] += 1
+      if len(rows) == len(ex.sequences):
+        return rows
+    return None
+
   def _place(self, batch, ex: _Example) -> bool:
     """Places all of an example's sequences, or none of them."""
-    used, used_t, segs = (batch[k].copy() for k in ("used", "used_targets", "segments"))
-    rows = []
-    for seq in ex.sequences:
-      row = next((r for r in range(self.config.batch_size)
-                  if self._fits(used, used_t, segs, r, len(seq), len(ex.targets))), None)
-      if row is None:
-        return False
-      rows.append(row)
-      used[row] += len(seq)
-      used_t[row] += len(ex.targets)
-      segs[row] += 1
-    a, example_id = batch["arrays"], batch["examples"]
+    rows = self._rows_for(batch, ex)
+    if rows is None:
+      return False
+    # Ids unique across all hosts' batches, and below the global batch's number of segment slots.
+    a = batch["arrays"]
+    example_id = self.shard.index * a["seg_task"].size + batch["examples"]
     for choice, (seq, row) in enumerate(zip(ex.sequences, rows)):
       slot, start = batch["segments"][row], batch["used"][row]
       end = start + len(seq)

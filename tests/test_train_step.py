@@ -1,0 +1,78 @@
+"""The compiled train step on 8 fake CPU devices: sharded equals single-device, one compilation
+over many steps with changing task mixes, and gradient accumulation equals one big batch."""
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from muppet_jax import losses, partitioning, trainer
+from muppet_jax.data.batching import MixtureStream, StreamConfig
+from muppet_jax.models import EncoderConfig
+from muppet_jax.models.multitask import MultiTaskEncoder
+from muppet_jax.train import head_layout, init_state, state_shapes
+
+ROWS = 16
+
+
+@pytest.fixture(scope="module")
+def setup():
+  # Four row groups, so the same batches also serve the 4-microbatch step.
+  stream = MixtureStream(StreamConfig("muppet_demo", batch_size=ROWS, max_length=64,
+                                      max_segments=8, exclude_families=("summarization",),
+                                      row_groups=4))
+  batches = [next(stream) for _ in range(4)]
+  config = EncoderConfig(vocab_size=1000, hidden_size=64, num_layers=2, num_heads=4,
+                         intermediate_size=128, max_position_embeddings=66,
+                         hidden_dropout=0.0, attention_dropout=0.0)
+  model = MultiTaskEncoder(config, head_layout(stream))
+  table = losses.TaskTable.build(stream.tasks, 64, 1000)
+  tx = trainer.make_optimizer(1e-3, 2, 100)
+  return model, table, tx, batches
+
+
+def _run(setup, mesh_axes, steps=2, microbatches=1, devices=None):
+  model, table, tx, batches = setup
+  mesh = partitioning.make_mesh(mesh_axes, devices)
+  shapes = state_shapes(model, tx, mesh, jax.random.key(0))
+  state = init_state(model, tx, jax.random.key(0), {}, shapes.shardings)
+  batch_sharding = NamedSharding(mesh, P(("data", "fsdp")))
+  step_fn = jax.jit(trainer.make_train_step(model, tx, table, microbatches, seed=0),
+                    in_shardings=(shapes.shardings, batch_sharding),
+                    out_shardings=(shapes.shardings, shapes.shardings.step), donate_argnums=0)
+  metrics = []
+  with partitioning.use_mesh(mesh):
+    for batch in batches[:steps]:
+      state, m = step_fn(state, jax.device_put(batch, batch_sharding))
+      metrics.append(float(m["loss_sum"]) / float(m["count"]))
+  return state, metrics, step_fn
+
+
+@pytest.mark.parametrize("mesh_axes", [{"data": 2, "fsdp": 4}, {"data": 8}])
+def test_sharded_step_equals_single_device(setup, mesh_axes):
+  single, single_losses, _ = _run(setup, {"data": 1}, devices=jax.devices()[:1])
+  sharded, sharded_losses, _ = _run(setup, mesh_axes)
+  np.testing.assert_allclose(sharded_losses, single_losses, rtol=1e-5)
+  kernel = sharded.params["encoder"]["layers_0"]["mlp"]["intermediate"]["kernel"]
+  if mesh_axes.get("fsdp"):
+    assert kernel.sharding.spec[0] == "fsdp"  # Parameters really are sharded.
+  for a, b in zip(jax.tree.leaves(sharded.params), jax.tree.leaves(single.params), strict=True):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-6)
+
+
+def test_step_compiles_once_over_changing_task_mixes(setup):
+  batches = setup[3]
+  mixes = {tuple(np.unique(b["seg_task"])) + tuple(np.bincount(b["seg_task"][b["seg_task"] >= 0]))
+           for b in batches}
+  assert len(mixes) == len(batches)  # Every step sees another mix of tasks.
+  _, losses_seen, step_fn = _run(setup, {"data": 2, "fsdp": 4}, steps=4)
+  assert step_fn._cache_size() == 1 and len(losses_seen) == 4
+
+
+def test_gradient_accumulation_equals_one_big_batch(setup):
+  whole, whole_losses, _ = _run(setup, {"fsdp": 2}, devices=jax.devices()[:2])
+  accumulated, accumulated_losses, _ = _run(setup, {"fsdp": 2}, microbatches=4,
+                                            devices=jax.devices()[:2])
+  np.testing.assert_allclose(accumulated_losses, whole_losses, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(accumulated.params), jax.tree.leaves(whole.params)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-6)
