@@ -18,6 +18,7 @@ import signal
 import sys
 import tempfile
 import time
+import types
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -37,7 +38,7 @@ from ml_collections import config_flags  # noqa: E402
 
 from muppet_jax import checkpointing, evaluation, losses, partitioning, pretrained  # noqa: E402
 from muppet_jax import trainer  # noqa: E402
-from muppet_jax.data import batching  # noqa: E402
+from muppet_jax.data import batching, mixing  # noqa: E402
 from muppet_jax.data.task_info import check_prepared  # noqa: E402
 from muppet_jax.errors import UserError  # noqa: E402
 from muppet_jax.hf import checkpoint_files  # noqa: E402
@@ -211,10 +212,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   if config.data.batch_size % (batch_ways * config.microbatches):
     raise UserError(f"data.batch_size={config.data.batch_size} must be a multiple of data*fsdp "
                     f"({batch_ways}) x microbatches ({config.microbatches})")
+  for task in mixing.mixture_tasks(config.data.mixture):  # Before any tokenizer or data is read.
+    check_prepared(task)
   stream = batching.MixtureStream(_stream_config(config),
                                   seqio.ShardInfo(jax.process_index(), jax.process_count()))
-  for task in stream.tasks:
-    check_prepared(task)
   vocabulary = stream.tasks[0].output_features["inputs"].vocabulary
 
   # ------------------------------------------------------------------------------- Model ---
@@ -357,5 +358,34 @@ def main(argv: list[str]) -> None:
     sys.exit(2)
 
 
+def check_overrides(argv: list[str]) -> None:
+  """Fails with one line on a `--config.KEY=...` for a key the config doesn't have (ml_collections
+  would raise from inside flag parsing, with a stack trace)."""
+  spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+  if spec is None:
+    return
+  path, _, preset = spec.partition(":")
+  if not os.path.exists(path):
+    raise UserError(f"config file {path} does not exist")
+  module = types.ModuleType("muppet_config")
+  exec(compile(pathlib.Path(path).read_text(), path, "exec"), module.__dict__)  # noqa: S102
+  config = module.get_config(preset) if preset else module.get_config()
+  for arg in argv:
+    if not arg.startswith("--config."):
+      continue
+    key = arg[len("--config."):].split("=", 1)[0]
+    node = config
+    for part in key.split("."):
+      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+        raise UserError(f"unknown config key {key!r}; {path} has "
+                        f"{', '.join(sorted(config.keys()))} (see the file for nested keys)")
+      node = node[part]
+
+
 if __name__ == "__main__":
+  try:
+    check_overrides(sys.argv[1:])
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
   app.run(main)

@@ -1,0 +1,190 @@
+"""`python -m muppet_jax.train` end to end on the demo preset: logs, checkpoints, resume after
+SIGKILL (bit-identical), SIGTERM, bad input, and export of every head kind."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from muppet_jax import export, pretrained
+from muppet_jax.models.multitask import MultiTaskEncoder
+from muppet_jax.train import train
+from configs import prefinetune
+
+ROOT = pathlib.Path(__file__).parent.parent
+
+
+
+def _config(**overrides):
+  config = prefinetune.get_config("demo")
+  config.unlock()
+  config.update_from_flattened_dict({"total_steps": 40, "log_every_steps": 10,
+                                     "eval.every_steps": 40, "eval.max_batches": 2,
+                                     "checkpoint.every_steps": 20, **overrides})
+  return config
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("demo")
+  metrics = train(_config(), str(workdir))
+  return workdir, metrics
+
+
+def _cli(workdir, *args, env=None, wait=True):
+  command = [sys.executable, "-m", "muppet_jax.train", "--config=configs/prefinetune.py:demo",
+             f"--workdir={workdir}", *args]
+  kwargs = dict(cwd=ROOT, env={**os.environ, **(env or {})}, text=True,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  if wait:
+    return subprocess.run(command, timeout=600, **kwargs)
+  return subprocess.Popen(command, **kwargs)
+
+
+def test_demo_run_logs_evaluates_and_checkpoints(demo_run):
+  workdir, metrics = demo_run
+  lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  train_lines = [m for m in lines if "loss" in m]
+  assert [m["step"] for m in train_lines] == [10, 20, 30, 40]
+  assert train_lines[-1]["loss"] < train_lines[0]["loss"]
+  for key in ("loss/classification", "loss/span", "learning_rate", "steps_per_second",
+              "tokens_per_second", "real_tokens_per_second", "tflops_per_device"):
+    assert key in train_lines[-1], key
+  assert "eval/demo_sentiment/accuracy" in metrics and "eval/family/span" in metrics
+  assert any(m.get("eval/demo_span/exact_match") is not None for m in lines)
+  assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
+  assert sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == [
+      "20", "40"]
+
+
+def _final_params(workdir):
+  _, model = pretrained.from_checkpoint(workdir / "checkpoints")
+  return jax.device_get(model.params)
+
+
+def _wait_for(path, process, seconds=300):
+  deadline = time.time() + seconds
+  while not path.exists():
+    assert process.poll() is None, process.communicate()
+    assert time.time() < deadline
+    time.sleep(0.2)
+
+
+def test_sigkill_and_restart_is_bit_identical_to_an_uninterrupted_run(tmp_path):
+  steps = ["--config.total_steps=120", "--config.checkpoint.every_steps=10",
+           "--config.eval.every_steps=1000", "--config.eval.max_batches=1",
+           "--config.log_every_steps=1000", "--config.model.hidden_dropout=0.1"]
+  done = _cli(tmp_path / "straight", *steps)
+  assert done.returncode == 0, done.stderr
+  killed = _cli(tmp_path / "killed", *steps, wait=False)
+  _wait_for(tmp_path / "killed" / "checkpoints" / "10", killed)
+  killed.send_signal(signal.SIGKILL)
+  killed.wait()
+  assert not (tmp_path / "killed" / "checkpoints" / "120").exists()
+  resumed = _cli(tmp_path / "killed", *steps)
+  assert resumed.returncode == 0, resumed.stderr
+  assert "resumed from" in resumed.stdout + resumed.stderr
+  a, b = _final_params(tmp_path / "straight"), _final_params(tmp_path / "killed")
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_sigterm_saves_and_exits_cleanly(tmp_path):
+  running = _cli(tmp_path, "--config.total_steps=100000", "--config.checkpoint.every_steps=10",
+                 "--config.eval.every_steps=100000", wait=False)
+  _wait_for(tmp_path / "checkpoints" / "10", running)
+  running.send_signal(signal.SIGTERM)
+  out, err = running.communicate(timeout=300)
+  assert running.returncode == 0, err
+  saved = int(out.split("SIGTERM: saved step ")[1].split(";")[0]) if "SIGTERM" in out else int(
+      err.split("SIGTERM: saved step ")[1].split(";")[0])
+  assert saved >= 10 and (tmp_path / "checkpoints" / str(saved)).exists()
+
+
+def _snapshot(directory):
+  return {str(p.relative_to(directory)): (p.stat().st_size, p.stat().st_mtime_ns)
+          for p in directory.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("args,env,message", [
+    (["--config.data.mixture=nope"], {}, "unknown mixture or task 'nope'"),
+    (["--config.nope=1"], {}, "unknown config key 'nope'"),
+    (["--config.mesh.fsdp=3"], {}, "needs 3 devices but 1 are available"),
+    (["--config.data.mixture=glue_cola"], {"TFDS_DATA_DIR": "/nonexistent/tfds"},
+     "tfds build glue/cola"),
+    (["--config.model.hidden_size=64"], {}, "another model size"),
+])
+def test_bad_input_is_one_clear_line_and_leaves_the_workdir_alone(demo_run, args, env, message):
+  workdir, _ = demo_run
+  before = _snapshot(workdir)
+  done = _cli(workdir, *args, env={"XLA_FLAGS": "", **env})
+  assert done.returncode != 0
+  errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+  assert len(errors) == 1 and message in errors[0], done.stderr[-2000:]
+  assert "Traceback" not in done.stderr
+  assert _snapshot(workdir) == before
+
+
+def _inputs(pad_id, rows, length, seed):
+  rng = np.random.default_rng(seed)
+  ids = rng.integers(5, 700, (rows, length))
+  ids[:, 0] = 0
+  mask = np.ones_like(ids)
+  for r in range(rows):
+    cut = length - 3 * r
+    ids[r, cut - 1], ids[r, cut:], mask[r, cut:] = 2, pad_id, 0
+  return ids, mask
+
+
+@pytest.mark.parametrize("task,auto", [
+    ("demo_sentiment", transformers.AutoModelForSequenceClassification),
+    ("demo_similarity", transformers.AutoModelForSequenceClassification),
+    ("demo_choice", transformers.AutoModelForMultipleChoice),
+    ("demo_span", transformers.AutoModelForQuestionAnswering),
+])
+def test_task_export_matches_the_jax_model(demo_run, tmp_path, task, auto):
+  workdir, _ = demo_run
+  out = export.export(workdir / "checkpoints", tmp_path / task, task=task)
+  hf, info = auto.from_pretrained(out, output_loading_info=True)
+  assert not info["missing_keys"] and not info["unexpected_keys"], info
+  _, model = pretrained.from_checkpoint(workdir / "checkpoints")
+  net = MultiTaskEncoder(model.config, model.layout)
+  entry = next(t for t in model.tasks if t["name"] == task)
+  head = model.layout.names.index(entry["head"])
+  rows = 4 if task == "demo_choice" else 3
+  ids, mask = _inputs(model.config.pad_token_id, rows, 20, seed=len(task))
+  slots = np.zeros((rows, 1), np.int32)
+  ours = net.apply({"params": model.params}, jnp.asarray(ids), jnp.asarray(mask),
+                   jnp.asarray(slots + head), jnp.asarray(slots))
+  with torch.no_grad():
+    if task == "demo_choice":
+      got = hf.eval()(input_ids=torch.tensor(ids)[None], attention_mask=torch.tensor(mask)[None])
+      np.testing.assert_allclose(got.logits[0].numpy(), ours.choice_scores[:, 0], atol=1e-4)
+    elif task == "demo_span":
+      got = hf.eval()(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask))
+      real = mask.astype(bool)
+      np.testing.assert_allclose(got.start_logits.numpy()[real],
+                                 np.asarray(ours.span_logits[:, 0, :, 0])[real], atol=1e-4)
+      np.testing.assert_allclose(got.end_logits.numpy()[real],
+                                 np.asarray(ours.span_logits[:, 0, :, 1])[real], atol=1e-4)
+    else:
+      got = hf.eval()(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask))
+      n = got.logits.shape[-1]
+      assert n == (1 if task == "demo_similarity" else 2)
+      np.testing.assert_allclose(got.logits.numpy(), ours.class_logits[:, 0, :n], atol=1e-4)
+
+
+def test_task_export_errors(demo_run, tmp_path):
+  workdir, _ = demo_run
+  with pytest.raises(Exception, match="no head for task 'glue_mnli'"):
+    export.export(workdir / "checkpoints", tmp_path / "x", task="glue_mnli")
