@@ -343,6 +343,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/prefinetune.py[:PRESET]",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "where checkpoints, logs and metrics go")
+_MULTIHOST = flags.DEFINE_bool("multihost", False, "call jax.distributed.initialize() first (TPU "
+                               "pods, or GPU clusters with the coordinator set in the environment)")
 
 
 def main(argv: list[str]) -> None:
@@ -351,6 +353,8 @@ def main(argv: list[str]) -> None:
   logging.set_verbosity(logging.ERROR)
   if _CONFIG.value is None or not _WORKDIR.value:
     raise app.UsageError("give --config=configs/prefinetune.py[:PRESET] and --workdir=DIR")
+  if _MULTIHOST.value:
+    jax.distributed.initialize()
   try:
     train(_CONFIG.value, _WORKDIR.value)
   except UserError as e:

@@ -3,8 +3,5 @@
 # test-only needs, then run the test suite. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python="${PYTHON:-python3}"
-[ -x .venv/bin/python ] || "$python" -m venv .venv
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -r requirements.txt -r requirements-test.txt -e .
+bash launch/setup.sh --test
 exec .venv/bin/python -m pytest "$@"
