@@ -278,8 +278,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   writer = MetricWriter(workdir)
   sums, real_tokens, last_eval = None, 0, {}
   tick, tick_step = time.perf_counter(), first_step
-  bar = tqdm.tqdm(total=config.total_steps, initial=first_step, disable=jax.process_index() != 0,
-                  mininterval=10, desc="train", unit="step")
+  # The bar is for terminals; logs redirected to a file get the ETA in each console line.
+  bar = tqdm.tqdm(total=config.total_steps, initial=first_step, desc="train", unit="step",
+                  disable=jax.process_index() != 0 or not sys.stderr.isatty())
   step = first_step
   while step < config.total_steps:
     local = next(stream)
@@ -311,7 +312,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
           f" | lr {out['learning_rate']:.2e} | {out['steps_per_second']:.2f} steps/s, "
           f"{out['tokens_per_second']:,.0f} tok/s ({out['real_tokens_per_second']:,.0f} real), "
           f"{out['tflops_per_device']:.2f} TFLOP/s/device" +
-          (f", MFU {100 * out['mfu']:.1f}%" if peak else ""))
+          (f", MFU {100 * out['mfu']:.1f}%" if peak else "") +
+          f" | ETA {(config.total_steps - step) / out['steps_per_second'] / 60:.1f} min")
       sums, real_tokens, tick, tick_step = None, 0, time.perf_counter(), step
 
     if step % config.eval.every_steps == 0 or step == config.total_steps:
