@@ -119,6 +119,15 @@ def _choices(context_fn, choices_fn, label_fn, keep=None) -> Formatter:
                           "label": label_fn(ex)}, keep)
 
 
+def _keyed_choices(n: int) -> Formatter:
+  """question, choices {label, text}, answerKey naming the right choice's label; questions
+  without exactly `n` choices (or whose key names none of them) are dropped."""
+  return _choices(lambda ex: ex["question"], lambda ex: ex["choices"]["text"],
+                  lambda ex: _index_of(ex["choices"]["label"], ex["answerKey"]),
+                  keep=lambda ex: tf.logical_and(tf.size(ex["choices"]["text"]) == n,
+                                                 _has(ex["choices"]["label"], ex["answerKey"])))
+
+
 def _around_blank(sentence: tf.Tensor) -> tf.Tensor:
   """[text before the blank "_", text after it]."""
   return tf.strings.split(sentence, "_", maxsplit=1)
@@ -163,17 +172,8 @@ _MULTIPLE_CHOICE = [
               lambda ex: ex["label"]), 2, 40398),
     # ARC-Easy and ARC-Challenge together; the ~1% of questions without exactly 4 choices dropped.
     ("arc", ("ai2_arc/ARC-Easy:1.0.0", "ai2_arc/ARC-Challenge:1.0.0"), TRAIN_VALIDATION,
-     _choices(lambda ex: ex["question"], lambda ex: ex["choices"]["text"],
-              lambda ex: _index_of(ex["choices"]["label"], ex["answerKey"]),
-              keep=lambda ex: tf.logical_and(tf.size(ex["choices"]["text"]) == 4,
-                                             _has(ex["choices"]["label"], ex["answerKey"]))),
-     4, 3347),
-    ("qasc", ("qasc:0.1.0",), TRAIN_VALIDATION,
-     _choices(lambda ex: ex["question"], lambda ex: ex["choices"]["text"],
-              lambda ex: _index_of(ex["choices"]["label"], ex["answerKey"]),
-              keep=lambda ex: tf.logical_and(tf.size(ex["choices"]["text"]) == 8,
-                                             _has(ex["choices"]["label"], ex["answerKey"]))),
-     8, 8134),
+     _keyed_choices(4), 4, 3347),
+    ("qasc", ("qasc:0.1.0",), TRAIN_VALIDATION, _keyed_choices(8), 8, 8134),
     # CoS-E carries the CommonsenseQA questions; the answer is given as text.
     ("commonsense_qa", ("cos_e:0.0.1",), TRAIN_VALIDATION,
      _choices(lambda ex: ex["question"], lambda ex: ex["choices"],
