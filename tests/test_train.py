@@ -188,3 +188,28 @@ def test_task_export_errors(demo_run, tmp_path):
   workdir, _ = demo_run
   with pytest.raises(Exception, match="no head for task 'glue_mnli'"):
     export.export(workdir / "checkpoints", tmp_path / "x", task="glue_mnli")
+
+
+@pytest.mark.parametrize("source", ["hf", "converted"])
+def test_starts_from_pretrained_weights_and_keeps_the_mlm_head(tmp_path, source):
+  from muppet_jax import convert
+  from tests import hf_fixtures
+  # A tiny RoBERTa whose vocabulary covers the demo tokenizer.
+  hf_fixtures.tiny_mlm("roberta", vocab_size=1000, max_position_embeddings=130).save_pretrained(
+      tmp_path / "hf")
+  start = tmp_path / "hf"
+  if source == "converted":
+    start = convert.convert(str(tmp_path / "hf"), tmp_path / "ckpt")
+  train(_config(init_from=str(start), total_steps=4, **{"eval.every_steps": 100}),
+        str(tmp_path / "run"))
+  trained = _final_params(tmp_path / "run")
+  original = jax.device_get(pretrained.from_hf(str(tmp_path / "hf")).params)
+  # The masked-LM head is frozen (Muppet has no MLM loss) and exported as it came in ...
+  for a, b in zip(jax.tree.leaves(trained["mlm_head"]), jax.tree.leaves(original["mlm_head"]),
+                  strict=True):
+    np.testing.assert_array_equal(a, b)
+  # ... while the encoder trained from the pretrained weights: close to them, not equal.
+  before = original["encoder"]["layers_0"]["attention"]["query"]["kernel"]
+  after = trained["encoder"]["layers_0"]["attention"]["query"]["kernel"]
+  assert 0 < np.abs(after - before).max() < 0.05
+  assert trained["encoder"]["embeddings"]["word_embeddings"]["embedding"].shape == (1000, 32)
