@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import base64
 import os
-import pathlib
-import shutil
 from typing import Any, Mapping
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 from muppet_jax.errors import UserError
 
@@ -30,7 +29,7 @@ def decode_files(files: Mapping[str, str]) -> dict[str, bytes]:
   return {name: base64.b64decode(data) for name, data in files.items()}
 
 
-def _manager(directory: pathlib.Path, *, create: bool, asynchronous: bool = False,
+def _manager(directory: epath.Path, *, create: bool, asynchronous: bool = False,
              keep: int | None = None) -> ocp.CheckpointManager:
   handlers = {"params": ocp.StandardCheckpointHandler(),
               "opt_state": ocp.StandardCheckpointHandler(), "model": ocp.JsonCheckpointHandler()}
@@ -41,9 +40,9 @@ def _manager(directory: pathlib.Path, *, create: bool, asynchronous: bool = Fals
 
 
 def save_model(directory: str | os.PathLike, params: Any, model_metadata: Mapping[str, Any],
-               step: int = 0) -> pathlib.Path:
+               step: int = 0) -> epath.Path:
   """Writes `params` and `model_metadata` as step `step` of the checkpoint root `directory`."""
-  directory = pathlib.Path(directory).expanduser()
+  directory = epath.Path(directory).expanduser()
   with _manager(directory, create=True) as manager:
     if step in manager.all_steps():
       raise UserError(f"{directory} already has a checkpoint at step {step}; not overwriting it")
@@ -54,7 +53,7 @@ def save_model(directory: str | os.PathLike, params: Any, model_metadata: Mappin
   return directory
 
 
-def _resolve_step(manager: ocp.CheckpointManager, directory: pathlib.Path,
+def _resolve_step(manager: ocp.CheckpointManager, directory: epath.Path,
                   step: int | None) -> int:
   steps = manager.all_steps()
   if not steps:
@@ -70,7 +69,7 @@ def _resolve_step(manager: ocp.CheckpointManager, directory: pathlib.Path,
 def read_model_metadata(directory: str | os.PathLike,
                         step: int | None = None) -> tuple[int, dict[str, Any]]:
   """(step, metadata) of the given step, or of the latest one."""
-  directory = pathlib.Path(directory).expanduser()
+  directory = epath.Path(directory).expanduser()
   if not directory.is_dir():
     raise UserError(f"checkpoint directory {directory} does not exist")
   with _manager(directory, create=False) as manager:
@@ -101,7 +100,7 @@ def check_shapes(saved: Any, expected: Any, what: str) -> None:
 
 def restore_params(directory: str | os.PathLike, step: int, abstract_params: Any) -> Any:
   """Restores parameters onto the shardings given by `abstract_params` (ShapeDtypeStructs)."""
-  directory = pathlib.Path(directory).expanduser()
+  directory = epath.Path(directory).expanduser()
   with _manager(directory, create=False) as manager:
     saved = manager.item_metadata(step)["params"]
     check_shapes(saved, abstract_params, f"{directory} step {step}")
@@ -123,12 +122,12 @@ class TrainCheckpoints:
   """
 
   def __init__(self, workdir: str | os.PathLike, keep: int, asynchronous: bool = True):
-    workdir = pathlib.Path(workdir).expanduser()
+    workdir = epath.Path(workdir).expanduser()  # Local, or gs:// on TPU pods.
     self.inputs = workdir / "input_state"
     self.manager = _manager(workdir / "checkpoints", create=True, asynchronous=asynchronous,
                             keep=keep)
 
-  def _input_dir(self, step: int) -> pathlib.Path:
+  def _input_dir(self, step: int) -> epath.Path:
     return self.inputs / str(step) / f"process_{jax.process_index()}"
 
   def latest_step(self) -> int | None:
@@ -139,8 +138,9 @@ class TrainCheckpoints:
            stream: Any) -> None:
     final = self._input_dir(step)
     if not final.exists():
-      tmp = final.with_name(final.name + ".tmp")
-      shutil.rmtree(tmp, ignore_errors=True)
+      tmp = final.parent / (final.name + ".tmp")
+      if tmp.exists():
+        tmp.rmtree()
       tmp.mkdir(parents=True)
       stream.save(tmp)
       tmp.rename(final)
@@ -150,7 +150,7 @@ class TrainCheckpoints:
     kept = self.manager.all_steps()
     for old in self.inputs.iterdir() if self.inputs.exists() else ():
       if old.name.isdigit() and int(old.name) < min(kept, default=step) and int(old.name) != step:
-        shutil.rmtree(old, ignore_errors=True)
+        old.rmtree()
 
   def restore(self, step: int, abstract_params: Any, abstract_opt_state: Any,
               stream: Any) -> tuple[Any, Any]:

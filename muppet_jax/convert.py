@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import pathlib
+
+from etils import epath
 
 from muppet_jax import checkpointing, cli, pretrained
 from muppet_jax.hf import checkpoint_files
 
 
-def convert(from_hf: str, out: str | os.PathLike) -> pathlib.Path:
+def convert(from_hf: str, out: str | os.PathLike) -> epath.Path:
   """Writes the checkpoint `from_hf` (directory or hub name) as step 0 of a new orbax root `out`."""
   out = checkpoint_files.check_output_dir(out)
   model = pretrained.from_hf(from_hf)

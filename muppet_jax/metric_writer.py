@@ -6,17 +6,18 @@ from __future__ import annotations
 
 import json
 import math
-import pathlib
+import os
 from typing import Mapping
 
 import jax
 import tensorflow as tf
+from etils import epath
 
 
 class MetricWriter:
-  def __init__(self, workdir: str | pathlib.Path):
+  def __init__(self, workdir: str | os.PathLike):
     self.enabled = jax.process_index() == 0
-    workdir = pathlib.Path(workdir)
+    workdir = epath.Path(workdir)  # Local, or gs://.
     self.jsonl = workdir / "metrics.jsonl"
     self.tensorboard_dir = workdir / "tensorboard"
     self._summary = tf.summary.create_file_writer(str(self.tensorboard_dir)) if self.enabled \

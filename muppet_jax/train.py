@@ -32,6 +32,7 @@ import seqio  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tqdm  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
+from etils import epath  # noqa: E402
 from jax.experimental import multihost_utils  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
@@ -335,7 +336,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   checkpoints.wait()
   checkpoints.close()
   writer.close()
-  root = pathlib.Path(workdir)
+  root = epath.Path(workdir)
   log(f"done at step {step}.\n  checkpoints: {root / 'checkpoints'}\n  TensorBoard: tensorboard "
       f"--logdir {writer.tensorboard_dir}\n  metrics: {writer.jsonl}\n  export: python -m "
       f"muppet_jax.export --checkpoint {root / 'checkpoints'} --out HF_DIR [--task TASK]")

@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import pathlib
+import os
 from typing import Any, Iterator
 
 import numpy as np
 import seqio
 import tensorflow as tf
+from etils import epath
 
 from muppet_jax.data import mixing
 from muppet_jax.data.task_info import MuppetTask
@@ -288,9 +289,9 @@ class MixtureStream(Iterator[Batch]):
   def _checkpoint(self) -> tf.train.Checkpoint:
     return tf.train.Checkpoint(**{f"task_{i}": it for i, it in enumerate(self._iterators)})
 
-  def save(self, directory: str | pathlib.Path) -> None:
-    """Writes the stream's position under `directory` (which must exist)."""
-    directory = pathlib.Path(directory)
+  def save(self, directory: str | os.PathLike) -> None:
+    """Writes the stream's position under `directory` (which must exist; local or gs://)."""
+    directory = epath.Path(directory)
     self._checkpoint().write(str(directory / ITERATORS_PREFIX))
     state = {
         "config": dataclasses.asdict(self.config),
@@ -303,9 +304,9 @@ class MixtureStream(Iterator[Batch]):
     }
     (directory / STATE_FILE).write_text(json.dumps(state))
 
-  def restore(self, directory: str | pathlib.Path) -> None:
+  def restore(self, directory: str | os.PathLike) -> None:
     """Continues exactly where the stream saved under `directory` stopped."""
-    directory = pathlib.Path(directory)
+    directory = epath.Path(directory)
     state = json.loads((directory / STATE_FILE).read_text())
     if state["config"] != json.loads(json.dumps(dataclasses.asdict(self.config))) or state[
         "shard"] != [self.shard.index, self.shard.num_shards]:

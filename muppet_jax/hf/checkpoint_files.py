@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 import numpy as np
 import safetensors.numpy
+from etils import epath
 
 from muppet_jax.errors import UserError
 
@@ -119,9 +120,12 @@ def read_checkpoint(path_or_name: str) -> HFCheckpoint:
   )
 
 
-def check_output_dir(path: str | os.PathLike) -> pathlib.Path:
-  """Refuses an output directory that already has content: nothing a user saved is overwritten."""
-  path = pathlib.Path(path).expanduser()
+def check_output_dir(path: str | os.PathLike) -> epath.Path:
+  """Refuses an output directory that already has content: nothing a user saved is overwritten.
+
+  Local paths and gs:// alike.
+  """
+  path = epath.Path(path).expanduser()
   if path.exists() and (not path.is_dir() or any(path.iterdir())):
     raise UserError(f"{path} already exists and is not empty; choose a new output directory or "
                     "remove it first")
@@ -131,12 +135,13 @@ def check_output_dir(path: str | os.PathLike) -> pathlib.Path:
 def write_checkpoint(out_dir: str | os.PathLike, config: Mapping[str, Any],
                      tensors: Mapping[str, np.ndarray],
                      tokenizer_files: Mapping[str, bytes]) -> pathlib.Path:
-  """Writes config.json, model.safetensors and tokenizer files; all or nothing.
+  """Writes config.json, model.safetensors and tokenizer files into a local directory; all or
+  nothing.
 
   Files are written to a temporary sibling directory that is renamed into place at the end, so a
   failure leaves no half-written checkpoint behind.
   """
-  out = check_output_dir(out_dir)
+  out = pathlib.Path(check_output_dir(out_dir))
   out.parent.mkdir(parents=True, exist_ok=True)
   tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
   try:
