@@ -32,6 +32,8 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
+from muppet_jax.data.vocabulary import TOKENIZER_LOCK
+
 SPAN_STRIDE = 128
 
 UNIFORM_SPEC = {
@@ -64,8 +66,9 @@ def _uniform(inputs, input_lengths, targets=None, label=-1, score=0.0, span=(-1,
 
 
 def _encode_pair(tokenizer, a: str, b: str, max_length: int) -> list[int]:
-  return tokenizer(a, b or None, truncation="longest_first" if b else True,
-                   max_length=max_length)["input_ids"]
+  with TOKENIZER_LOCK:
+    return tokenizer(a, b or None, truncation="longest_first" if b else True,
+                     max_length=max_length)["input_ids"]
 
 
 def tokenize_classification(dataset: tf.data.Dataset, output_features, sequence_length):
@@ -109,9 +112,10 @@ def span_windows(tokenizer, question: str, context: str, answer_start: int, answ
                  max_length: int, stride: int = SPAN_STRIDE) -> list[tuple[list[int], int, int]]:
   """(ids, start, end) per doc-stride window of `question + context` holding the whole answer."""
   answer_end = answer_start + len(answer_text)  # Exclusive, in characters.
-  enc = tokenizer(question, context, truncation="only_second", max_length=max_length,
-                  stride=min(stride, max_length // 4), return_overflowing_tokens=True,
-                  return_offsets_mapping=True)
+  with TOKENIZER_LOCK:
+    enc = tokenizer(question, context, truncation="only_second", max_length=max_length,
+                    stride=min(stride, max_length // 4), return_overflowing_tokens=True,
+                    return_offsets_mapping=True)
   windows = []
   for w, ids in enumerate(enc["input_ids"]):
     offsets, seq = enc["offset_mapping"][w], enc.sequence_ids(w)
@@ -158,8 +162,9 @@ def tokenize_summarization(dataset: tf.data.Dataset, output_features, sequence_l
   max_in, max_out = sequence_length["inputs"], sequence_length.get("targets", 128)
 
   def encode(document, summary):
-    ids = tokenizer(_text(document), truncation=True, max_length=max_in)["input_ids"]
-    target = tokenizer(_text(summary), truncation=True, max_length=max_out)["input_ids"]
+    with TOKENIZER_LOCK:
+      ids = tokenizer(_text(document), truncation=True, max_length=max_in)["input_ids"]
+      target = tokenizer(_text(summary), truncation=True, max_length=max_out)["input_ids"]
     return np.asarray(ids, np.int32), np.asarray(target, np.int32)
 
   def fn(ex):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import pathlib
+import threading
 from typing import Sequence
 
 import numpy as np
@@ -19,6 +20,12 @@ import tensorflow as tf
 import transformers
 
 from muppet_jax.errors import UserError
+
+
+# A fast tokenizer's call sets truncation/padding on its shared Rust backend before encoding, so
+# concurrent calls with different settings (tf.data runs maps on several threads) race: one call
+# can encode with another's max_length. Every call into a tokenizer holds this lock.
+TOKENIZER_LOCK = threading.RLock()
 
 
 @functools.lru_cache(maxsize=16)
@@ -79,17 +86,20 @@ class HFVocabulary(seqio.Vocabulary):
   def special_template(self) -> tuple[list[int], list[int], list[int]]:
     """(prefix, separator between a pair, suffix): RoBERTa `<s>`,`</s></s>`,`</s>`; BERT
     `[CLS]`,`[SEP]`,`[SEP]`. Read off the tokenizer itself so any family comes out right."""
-    enc = self.tokenizer("a", "b")
+    with TOKENIZER_LOCK:
+      enc = self.tokenizer("a", "b")
     ids, seq = enc["input_ids"], enc.sequence_ids()
     first_a, last_a = seq.index(0), len(seq) - 1 - seq[::-1].index(0)
     first_b, last_b = seq.index(1), len(seq) - 1 - seq[::-1].index(1)
     return ids[:first_a], ids[last_a + 1:first_b], ids[last_b + 1:]
 
   def _encode(self, s: str) -> list[int]:
-    return self.tokenizer.encode(s, add_special_tokens=False)
+    with TOKENIZER_LOCK:
+      return self.tokenizer.encode(s, add_special_tokens=False)
 
   def _decode(self, ids: Sequence[int]) -> str:
-    return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+    with TOKENIZER_LOCK:
+      return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
   def _encode_tf(self, s: tf.Tensor) -> tf.Tensor:
     def encode(text: bytes) -> np.ndarray:
