@@ -97,6 +97,15 @@ def per_example_losses(outputs: HeadOutputs, batch: Mapping[str, jax.Array], tab
   return jnp.where(is_example, loss, 0.0), is_example, family
 
 
+def _sum_names() -> list[str]:
+  return ["loss_sum", "count"] + [f"{f}_{k}" for f in FAMILIES for k in ("loss_sum", "count")]
+
+
+def zero_sums() -> dict[str, jax.Array]:
+  """The accumulator `loss_sums` adds into (e.g. over microbatches)."""
+  return {name: jnp.zeros((), jnp.float32) for name in _sum_names()}
+
+
 def loss_sums(outputs: HeadOutputs, batch: Mapping[str, jax.Array], table: TaskTable,
               example_slots: int | None = None) -> dict[str, jax.Array]:
   """Sums and counts (overall and per family) whose ratio is the mean scaled loss."""

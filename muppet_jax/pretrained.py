@@ -16,7 +16,6 @@ from muppet_jax.models.config import EncoderConfig
 from muppet_jax.models import multitask
 from muppet_jax.models.encoder import EncoderForMaskedLM, init_variables
 from muppet_jax.models.heads import HeadLayout
-from muppet_jax.models.multitask import MultiTaskEncoder
 
 
 @dataclasses.dataclass
@@ -40,7 +39,7 @@ def abstract_params(config: EncoderConfig, mesh: Mesh, layout: HeadLayout | None
   if layout is None:
     init = lambda r: init_variables(EncoderForMaskedLM(config), r)  # noqa: E731
   else:
-    init = lambda r: multitask.init_variables(MultiTaskEncoder(config, layout), r)  # noqa: E731
+    init = lambda r: multitask.init_variables(multitask.MultiTaskEncoder(config, layout), r)  # noqa: E731
   boxed = jax.eval_shape(init, jax.random.key(0))["params"]
   abstract = nn.meta.unbox(boxed)
   shardings = partitioning.logical_to_mesh_sharding(nn.get_partition_spec(boxed), abstract, mesh)

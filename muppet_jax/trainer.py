@@ -96,11 +96,8 @@ def make_train_step(model: MultiTaskEncoder, tx: optax.GradientTransformation,
               jax.tree.map(jnp.add, sums, micro_sums)), None
 
     zeros = jax.tree.map(jnp.zeros_like, state.params)
-    sum_shapes = jax.eval_shape(lambda: loss_fn(state.params, jax.tree.map(
-        lambda x: x[0], _microbatches(batch, microbatches)), rng)[1])
-    zero_sums = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), sum_shapes)
     (grads, sums), _ = jax.lax.scan(
-        accumulate, (zeros, zero_sums),
+        accumulate, (zeros, losses.zero_sums()),
         (jnp.arange(microbatches), _microbatches(batch, microbatches)))
     count = jnp.maximum(sums["count"], 1.0)
     grads = jax.tree.map(lambda g: g / count, grads)
