@@ -1,4 +1,5 @@
-"""EncoderConfig: the architecture of a RoBERTa/BERT encoder plus the runtime choices around it."""
+"""Model configs: the architecture of a RoBERTa/BERT encoder or a BART encoder-decoder, plus the
+runtime choices around it (dtypes, dropout, attention implementation)."""
 
 from __future__ import annotations
 
@@ -163,3 +164,146 @@ def roberta_config(size: str, **runtime: Any) -> EncoderConfig:
   if size not in sizes:
     raise UserError(f"unknown RoBERTa size {size!r}; choose one of {sorted(sizes)}")
   return EncoderConfig(**{**sizes[size], **runtime})
+
+
+@dataclasses.dataclass(frozen=True)
+class BartConfig:
+  """A BART encoder-decoder (post-LayerNorm, learned positions offset by 2, tied LM head).
+
+  Architecture fields mirror Hugging Face's BartConfig under the names `EncoderConfig` uses where
+  they mean the same thing; the runtime fields are shared with `EncoderConfig`.
+  """
+
+  # Architecture.
+  model_type: str = "bart"
+  vocab_size: int = 50265
+  hidden_size: int = 1024  # d_model.
+  encoder_layers: int = 12
+  decoder_layers: int = 12
+  encoder_heads: int = 16
+  decoder_heads: int = 16
+  encoder_ffn_size: int = 4096
+  decoder_ffn_size: int = 4096
+  max_position_embeddings: int = 1024
+  pad_token_id: int = 1
+  bos_token_id: int = 0
+  eos_token_id: int = 2
+  decoder_start_token_id: int = 2
+  hidden_act: str = "gelu"
+  scale_embedding: bool = False  # Multiply token embeddings by sqrt(hidden_size).
+  layer_norm_eps: float = 1e-5
+  initializer_range: float = 0.02  # init_std.
+  # Runtime.
+  dtype: str = "float32"
+  param_dtype: str = "float32"
+  hidden_dropout: float = 0.1  # HF `dropout`.
+  attention_dropout: float = 0.0
+  activation_dropout: float = 0.0
+  attention_impl: str = "xla"
+
+  # BART learns positions 0..max_position_embeddings-1 at rows 2.. of its table.
+  position_offset = 2
+
+  def __post_init__(self):
+    def check(ok: bool, message: str):
+      if not ok:
+        raise UserError(f"BartConfig: {message}")
+
+    check(self.model_type == "bart", f"model_type={self.model_type!r}; expected 'bart'")
+    for side in ("encoder", "decoder"):
+      heads = getattr(self, f"{side}_heads")
+      check(self.hidden_size % heads == 0,
+            f"hidden_size={self.hidden_size} is not divisible by {side}_heads={heads}")
+    check(self.dtype in DTYPES, f"dtype={self.dtype!r}; choose one of {DTYPES}")
+    check(self.param_dtype in DTYPES, f"param_dtype={self.param_dtype!r}; choose one of {DTYPES}")
+    check(self.attention_impl in ATTENTION_IMPLS,
+          f"attention_impl={self.attention_impl!r}; choose one of {ATTENTION_IMPLS}")
+    check(self.hidden_act in ACTIVATIONS,
+          f"hidden_act={self.hidden_act!r} is not supported; supported: {ACTIVATIONS}")
+
+  @property
+  def max_length(self) -> int:
+    """Longest sequence (or packed row) the position table covers, on either side."""
+    return self.max_position_embeddings
+
+  @property
+  def embed_scale(self) -> float:
+    return self.hidden_size ** 0.5 if self.scale_embedding else 1.0
+
+  compute_dtype = EncoderConfig.compute_dtype
+  weights_dtype = EncoderConfig.weights_dtype
+  replace = EncoderConfig.replace
+  to_dict = EncoderConfig.to_dict
+  from_dict = classmethod(EncoderConfig.from_dict.__func__)
+
+  @classmethod
+  def from_hf_config(cls, hf: Mapping[str, Any], **runtime: Any) -> BartConfig:
+    if hf.get("model_type") != "bart":
+      raise UserError(f"config.json has model_type={hf.get('model_type')!r}, not 'bart'")
+    if hf.get("normalize_before") or hf.get("add_final_layer_norm"):
+      raise UserError("pre-LayerNorm (mBART-style) checkpoints are not supported; only BART's "
+                      "post-LayerNorm architecture is")
+    try:
+      arch = dict(
+          vocab_size=hf["vocab_size"], hidden_size=hf["d_model"],
+          encoder_layers=hf["encoder_layers"], decoder_layers=hf["decoder_layers"],
+          encoder_heads=hf["encoder_attention_heads"],
+          decoder_heads=hf["decoder_attention_heads"],
+          encoder_ffn_size=hf["encoder_ffn_dim"], decoder_ffn_size=hf["decoder_ffn_dim"],
+          max_position_embeddings=hf["max_position_embeddings"],
+          pad_token_id=hf.get("pad_token_id", 1), bos_token_id=hf.get("bos_token_id", 0),
+          eos_token_id=hf.get("eos_token_id", 2),
+          decoder_start_token_id=hf.get("decoder_start_token_id", 2),
+          hidden_act=hf.get("activation_function", "gelu"),
+          scale_embedding=hf.get("scale_embedding", False),
+          initializer_range=hf.get("init_std", 0.02),
+          hidden_dropout=hf.get("dropout", 0.1),
+          attention_dropout=hf.get("attention_dropout", 0.0),
+          activation_dropout=hf.get("activation_dropout", 0.0))
+    except KeyError as e:
+      raise UserError(f"config.json lacks the field {e.args[0]!r} that a bart needs") from e
+    return cls(**{**arch, **runtime})
+
+  def to_hf_config(self, base: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    hf = dict(base or {})
+    hf.update(
+        model_type="bart", vocab_size=self.vocab_size, d_model=self.hidden_size,
+        encoder_layers=self.encoder_layers, decoder_layers=self.decoder_layers,
+        encoder_attention_heads=self.encoder_heads, decoder_attention_heads=self.decoder_heads,
+        encoder_ffn_dim=self.encoder_ffn_size, decoder_ffn_dim=self.decoder_ffn_size,
+        max_position_embeddings=self.max_position_embeddings, pad_token_id=self.pad_token_id,
+        bos_token_id=self.bos_token_id, eos_token_id=self.eos_token_id,
+        decoder_start_token_id=self.decoder_start_token_id,
+        activation_function=self.hidden_act, scale_embedding=self.scale_embedding,
+        init_std=self.initializer_range, is_encoder_decoder=True)
+    hf.setdefault("forced_eos_token_id", self.eos_token_id)
+    return hf
+
+
+ModelConfig = EncoderConfig | BartConfig
+
+
+def config_from_hf(hf: Mapping[str, Any], **runtime: Any) -> ModelConfig:
+  """The model config of a Hugging Face config.json, BART or encoder."""
+  if hf.get("model_type") == "bart":
+    return BartConfig.from_hf_config(hf, **runtime)
+  return EncoderConfig.from_hf_config(hf, **runtime)
+
+
+def config_from_dict(d: Mapping[str, Any]) -> ModelConfig:
+  return (BartConfig if d.get("model_type") == "bart" else EncoderConfig).from_dict(d)
+
+
+def bart_config(size: str, **runtime: Any) -> BartConfig:
+  """Architecture of the published BART checkpoints (`tiny` is ours, for tests and demos)."""
+  sizes = {
+      "tiny": dict(vocab_size=1024, hidden_size=64, encoder_layers=2, decoder_layers=2,
+                   encoder_heads=4, decoder_heads=4, encoder_ffn_size=128, decoder_ffn_size=128,
+                   max_position_embeddings=256),
+      "base": dict(hidden_size=768, encoder_layers=6, decoder_layers=6, encoder_heads=12,
+                   decoder_heads=12, encoder_ffn_size=3072, decoder_ffn_size=3072),
+      "large": {},
+  }
+  if size not in sizes:
+    raise UserError(f"unknown BART size {size!r}; choose one of {sorted(sizes)}")
+  return BartConfig(**{**sizes[size], **runtime})

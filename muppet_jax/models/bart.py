@@ -1,0 +1,286 @@
+"""BART (encoder-decoder) in Flax linen, over padded or packed rows, with a decoding cache.
+
+The structure is Hugging Face's `BartForConditionalGeneration`: token embeddings shared by encoder,
+decoder and the LM head (plus `final_logits_bias`), learned positions at rows 2.. of each side's
+table, `layernorm_embedding`, post-LayerNorm layers. The name map is in
+`muppet_jax.hf.bart_weights`. Packed rows work as in the encoder: `segment_ids` number the
+examples of a row (0 = padding); positions restart per segment, attention is block-diagonal, the
+decoder's self-attention is causal within a segment and its cross-attention sees only its own
+segment's encoder tokens.
+
+Generation keeps a cache per decoder layer: the self-attention keys/values written so far
+(static length) and the cross-attention keys/values, computed once from the encoder output.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from muppet_jax.models import attention, layers
+from muppet_jax.models.config import BartConfig
+
+BATCH_LENGTH_EMBED = ("activation_batch", "activation_length", "activation_embed")
+HEAD_ACTIVATIONS = ("activation_batch", "activation_length", "activation_heads", "activation_kv")
+Cache = dict[str, Any]  # Per layer: {"self": {"key", "value"}, "cross": {"key", "value"}}.
+
+
+@flax.struct.dataclass
+class Seq2SeqOutput:
+  encoder_hidden_states: jax.Array  # [B, L, D]
+  decoder_hidden_states: jax.Array  # [B, T, D]
+  logits: jax.Array  # [B, T, vocab]
+
+
+def _dense(config: BartConfig, features: int | tuple[int, ...], kernel_axes: tuple[str, ...],
+           name: str, n_in: int = 1) -> layers.DenseGeneral:
+  return layers.DenseGeneral(
+      features=(features,) if isinstance(features, int) else features, kernel_axes=kernel_axes,
+      n_in=n_in, stddev=config.initializer_range, dtype=config.compute_dtype,
+      param_dtype=config.weights_dtype, name=name)
+
+
+def _layer_norm(config: BartConfig, name: str) -> nn.LayerNorm:
+  return layers.layer_norm(config.layer_norm_eps, config.compute_dtype, config.weights_dtype, name)
+
+
+def causal_segment_mask(segment_ids: jax.Array) -> jax.Array:
+  """[B, 1, T, T]: a decoder token attends to itself and earlier tokens of its segment."""
+  length = segment_ids.shape[-1]
+  causal = jnp.arange(length)[:, None] >= jnp.arange(length)[None, :]
+  return attention.segment_mask(segment_ids) & causal[None, None]
+
+
+def cross_segment_mask(decoder_segment_ids: jax.Array, encoder_segment_ids: jax.Array
+                       ) -> jax.Array:
+  """[B, 1, T, L]: a decoder token attends to its own segment's encoder tokens."""
+  same = decoder_segment_ids[:, :, None] == encoder_segment_ids[:, None, :]
+  return (same & (encoder_segment_ids[:, None, :] > 0))[:, None]
+
+
+def shift_right(ids: jax.Array, segment_ids: jax.Array, start_id: int, pad_id: int) -> jax.Array:
+  """Decoder inputs of packed targets: each segment's tokens moved one right, `start_id` first."""
+  previous = jnp.pad(ids[:, :-1], ((0, 0), (1, 0)), constant_values=start_id)
+  same = jnp.pad(segment_ids[:, 1:] == segment_ids[:, :-1], ((0, 0), (1, 0)))
+  shifted = jnp.where(same, previous, start_id)
+  return jnp.where(segment_ids > 0, shifted, pad_id)
+
+
+class Attention(nn.Module):
+  """Multi-head attention with biases; queries from x, keys/values from `source` or a cache."""
+
+  config: BartConfig
+  num_heads: int
+
+  def setup(self):
+    cfg = self.config
+    heads = (self.num_heads, cfg.hidden_size // self.num_heads)
+    self.query = _dense(cfg, heads, ("embed", "heads", "kv"), "query")
+    self.key = _dense(cfg, heads, ("embed", "heads", "kv"), "key")
+    self.value = _dense(cfg, heads, ("embed", "heads", "kv"), "value")
+    self.output = _dense(cfg, cfg.hidden_size, ("heads", "kv", "embed"), "output", n_in=2)
+
+  def keys_values(self, source: jax.Array) -> dict[str, jax.Array]:
+    return {"key": nn.with_logical_constraint(self.key(source), HEAD_ACTIVATIONS),
+            "value": nn.with_logical_constraint(self.value(source), HEAD_ACTIVATIONS)}
+
+  def __call__(self, x: jax.Array, kv: dict[str, jax.Array], mask: jax.Array,
+               deterministic: bool) -> jax.Array:
+    cfg = self.config
+    q = nn.with_logical_constraint(self.query(x), HEAD_ACTIVATIONS)
+    dropout_rng = None
+    if cfg.attention_dropout > 0 and not deterministic:
+      dropout_rng = self.make_rng("dropout")
+    out = attention.attend(q, kv["key"], kv["value"], mask, impl=cfg.attention_impl,
+                           dropout_rate=cfg.attention_dropout, dropout_rng=dropout_rng,
+                           deterministic=deterministic)
+    return self.output(nn.with_logical_constraint(out, HEAD_ACTIVATIONS))
+
+
+class FeedForward(nn.Module):
+  config: BartConfig
+  size: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+    cfg = self.config
+    h = layers.ACTIVATIONS[cfg.hidden_act](_dense(cfg, self.size, ("embed", "mlp"), "fc1")(x))
+    h = nn.with_logical_constraint(h, ("activation_batch", "activation_length", "activation_mlp"))
+    h = nn.Dropout(cfg.activation_dropout)(h, deterministic=deterministic)
+    return _dense(cfg, cfg.hidden_size, ("mlp", "embed"), "fc2")(h)
+
+
+class EncoderLayer(nn.Module):
+  config: BartConfig
+
+  @nn.compact
+  def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool) -> jax.Array:
+    cfg = self.config
+    dropout = nn.Dropout(cfg.hidden_dropout)
+    attn = Attention(cfg, cfg.encoder_heads, name="self_attention")
+    h = attn(x, attn.keys_values(x), mask, deterministic)
+    x = _layer_norm(cfg, "self_attention_norm")(x + dropout(h, deterministic=deterministic))
+    h = FeedForward(cfg, cfg.encoder_ffn_size, name="mlp")(x, deterministic)
+    x = _layer_norm(cfg, "mlp_norm")(x + dropout(h, deterministic=deterministic))
+    return nn.with_logical_constraint(x, BATCH_LENGTH_EMBED)
+
+
+class DecoderLayer(nn.Module):
+  config: BartConfig
+
+  def setup(self):
+    cfg = self.config
+    self.self_attention = Attention(cfg, cfg.decoder_heads)
+    self.self_attention_norm = _layer_norm(cfg, "self_attention_norm")
+    self.cross_attention = Attention(cfg, cfg.decoder_heads)
+    self.cross_attention_norm = _layer_norm(cfg, "cross_attention_norm")
+    self.mlp = FeedForward(cfg, cfg.decoder_ffn_size)
+    self.mlp_norm = _layer_norm(cfg, "mlp_norm")
+    self.dropout = nn.Dropout(cfg.hidden_dropout)
+
+  def __call__(self, x: jax.Array, encoder_hidden: jax.Array | None, self_mask: jax.Array,
+               cross_mask: jax.Array, deterministic: bool, cache: Cache | None = None,
+               index: jax.Array | None = None) -> tuple[jax.Array, Cache | None]:
+    """Full sequences (cache None), or one step at `index` reading and updating `cache`."""
+    if cache is None:
+      self_kv = self.self_attention.keys_values(x)
+      cross_kv = self.cross_attention.keys_values(encoder_hidden)
+    else:
+      new = self.self_attention.keys_values(x)
+      self_kv = {k: jax.lax.dynamic_update_slice_in_dim(cache["self"][k], new[k], index, axis=1)
+                 for k in ("key", "value")}
+      cross_kv = cache["cross"]
+      cache = {"self": self_kv, "cross": cross_kv}
+    drop = lambda h: self.dropout(h, deterministic=deterministic)  # noqa: E731
+    x = self.self_attention_norm(x + drop(self.self_attention(x, self_kv, self_mask,
+                                                              deterministic)))
+    x = self.cross_attention_norm(x + drop(self.cross_attention(x, cross_kv, cross_mask,
+                                                                deterministic)))
+    x = self.mlp_norm(x + drop(self.mlp(x, deterministic)))
+    return nn.with_logical_constraint(x, BATCH_LENGTH_EMBED), cache
+
+  def cross_cache(self, encoder_hidden: jax.Array) -> dict[str, jax.Array]:
+    return self.cross_attention.keys_values(encoder_hidden)
+
+
+class _Embedder(nn.Module):
+  """One side's learned positions and `layernorm_embedding`, over given token embeddings."""
+
+  config: BartConfig
+
+  @nn.compact
+  def __call__(self, tokens: jax.Array, positions: jax.Array, deterministic: bool) -> jax.Array:
+    cfg = self.config
+    table = nn.Embed(cfg.max_position_embeddings + cfg.position_offset, cfg.hidden_size,
+                     dtype=cfg.compute_dtype, param_dtype=cfg.weights_dtype,
+                     embedding_init=layers.normal(cfg.initializer_range, "positions", "embed"),
+                     name="positions")
+    x = tokens + table(positions + cfg.position_offset)
+    x = _layer_norm(cfg, "layer_norm")(x)
+    x = nn.Dropout(cfg.hidden_dropout)(x, deterministic=deterministic)
+    return nn.with_logical_constraint(x, BATCH_LENGTH_EMBED)
+
+
+class Bart(nn.Module):
+  """BART with its LM head: `BartForConditionalGeneration`'s computation and parameters."""
+
+  config: BartConfig
+
+  def setup(self):
+    cfg = self.config
+    self.shared = nn.Embed(cfg.vocab_size, cfg.hidden_size, dtype=cfg.compute_dtype,
+                           param_dtype=cfg.weights_dtype,
+                           embedding_init=layers.normal(cfg.initializer_range, "vocab", "embed"))
+    self.encoder_embeddings = _Embedder(cfg)
+    self.encoder_layers = [EncoderLayer(cfg) for _ in range(cfg.encoder_layers)]
+    self.decoder_embeddings = _Embedder(cfg)
+    self.decoder_layers = [DecoderLayer(cfg) for _ in range(cfg.decoder_layers)]
+    # A buffer in Hugging Face (zeros in the published checkpoints), carried for export.
+    self.final_logits_bias = self.param("final_logits_bias", layers.zeros(None, "vocab"),
+                                        (1, cfg.vocab_size), cfg.weights_dtype)
+
+  def _tokens(self, ids: jax.Array) -> jax.Array:
+    return self.shared(ids) * jnp.asarray(self.config.embed_scale, self.config.compute_dtype)
+
+  def encode(self, input_ids: jax.Array, segment_ids: jax.Array, deterministic: bool = True,
+             embedding_noise: jax.Array | None = None) -> jax.Array:
+    """Encoder states [B, L, D]; `embedding_noise` is added to the token embeddings (R3F)."""
+    tokens = self._tokens(input_ids)
+    if embedding_noise is not None:
+      tokens = tokens + embedding_noise.astype(tokens.dtype)
+    positions = attention.positions_in_segment(segment_ids)
+    x = self.encoder_embeddings(tokens, positions, deterministic)
+    mask = attention.segment_mask(segment_ids)
+    for layer in self.encoder_layers:
+      x = layer(x, mask, deterministic)
+    return x
+
+  def decode(self, decoder_ids: jax.Array, decoder_segment_ids: jax.Array,
+             encoder_hidden: jax.Array, encoder_segment_ids: jax.Array,
+             deterministic: bool = True) -> jax.Array:
+    """Decoder states [B, T, D] for whole (teacher-forced) decoder inputs."""
+    positions = attention.positions_in_segment(decoder_segment_ids)
+    x = self.decoder_embeddings(self._tokens(decoder_ids), positions, deterministic)
+    self_mask = causal_segment_mask(decoder_segment_ids)
+    cross_mask = cross_segment_mask(decoder_segment_ids, encoder_segment_ids)
+    for layer in self.decoder_layers:
+      x, _ = layer(x, encoder_hidden, self_mask, cross_mask, deterministic)
+    return x
+
+  def lm_logits(self, decoder_hidden: jax.Array) -> jax.Array:
+    embedding = self.shared.embedding.astype(decoder_hidden.dtype)
+    logits = jnp.einsum("btd,vd->btv", decoder_hidden, embedding)
+    logits = logits + self.final_logits_bias.astype(logits.dtype)
+    return nn.with_logical_constraint(
+        logits, ("activation_batch", "activation_length", "activation_vocab"))
+
+  def __call__(self, input_ids: jax.Array, decoder_ids: jax.Array,
+               segment_ids: jax.Array | None = None, decoder_segment_ids: jax.Array | None = None,
+               deterministic: bool = True) -> Seq2SeqOutput:
+    """Teacher-forced forward pass; segment ids default to all tokens real, one segment a row."""
+    if segment_ids is None:
+      segment_ids = jnp.ones_like(input_ids)
+    if decoder_segment_ids is None:
+      decoder_segment_ids = jnp.ones_like(decoder_ids)
+    encoded = self.encode(input_ids, segment_ids, deterministic)
+    decoded = self.decode(decoder_ids, decoder_segment_ids, encoded, segment_ids, deterministic)
+    return Seq2SeqOutput(encoded, decoded, self.lm_logits(decoded))
+
+  # Incremental decoding (generation).
+
+  def init_cache(self, encoder_hidden: jax.Array, max_length: int) -> list[Cache]:
+    """Empty self-attention caches of `max_length` steps, and the cross-attention keys/values."""
+    cfg = self.config
+    b = encoder_hidden.shape[0]
+    shape = (b, max_length, cfg.decoder_heads, cfg.hidden_size // cfg.decoder_heads)
+    empty = jnp.zeros(shape, cfg.compute_dtype)
+    return [{"self": {"key": empty, "value": empty}, "cross": layer.cross_cache(encoder_hidden)}
+            for layer in self.decoder_layers]
+
+  def decode_step(self, token: jax.Array, index: jax.Array, cache: list[Cache],
+                  encoder_segment_ids: jax.Array) -> tuple[jax.Array, list[Cache]]:
+    """Logits [B, vocab] of the next token after `token` [B] at decoder position `index`."""
+    max_length = cache[0]["self"]["key"].shape[1]
+    positions = jnp.full((token.shape[0], 1), index, jnp.int32)
+    x = self.decoder_embeddings(self._tokens(token[:, None]), positions, True)
+    self_mask = (jnp.arange(max_length) <= index)[None, None, None, :]
+    cross_mask = (encoder_segment_ids > 0)[:, None, None, :]
+    new_cache = []
+    for layer, layer_cache in zip(self.decoder_layers, cache):
+      x, layer_cache = layer(x, None, self_mask, cross_mask, True, layer_cache, index)
+      new_cache.append(layer_cache)
+    return self.lm_logits(x)[:, 0], new_cache
+
+  def initialize(self, input_ids: jax.Array, decoder_ids: jax.Array) -> Seq2SeqOutput:
+    """Creates every parameter (use as `init`'s method)."""
+    return self(input_ids, decoder_ids)
+
+
+def init_variables(model: nn.Module, rng: jax.Array) -> dict:
+  """Boxed (logically annotated) variables; the shapes don't depend on the dummy inputs."""
+  ids = jnp.zeros((1, 8), jnp.int32)
+  return model.init({"params": rng}, ids, ids, method="initialize")
