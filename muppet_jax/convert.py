@@ -1,6 +1,8 @@
-"""Converts a Hugging Face RoBERTa/BERT masked-LM checkpoint into a muppet_jax orbax checkpoint.
+"""Converts a Hugging Face RoBERTa/BERT masked-LM or BART checkpoint into a muppet_jax orbax
+checkpoint.
 
     python -m muppet_jax.convert --from-hf roberta-large --out gs://bucket/ckpt/roberta-large
+    python -m muppet_jax.convert --from-hf facebook/bart-large --out gs://bucket/ckpt/bart-large
 
 A TPU pod then restores sharded weights from orbax (each host reading its shards) instead of every
 host reading a PyTorch file.

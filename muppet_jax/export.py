@@ -2,11 +2,13 @@
 
     python -m muppet_jax.export --checkpoint CKPT_DIR --out HF_DIR [--task TASK]
 
-Without --task: the encoder as a masked LM (`RobertaForMaskedLM`, what the published Muppet
-checkpoints are), for `transformers.AutoModelForMaskedLM.from_pretrained(HF_DIR)`. With --task
-(a pre-finetuned checkpoint): the encoder plus that task's trained head as
-`RobertaForSequenceClassification`, `RobertaForMultipleChoice` or `RobertaForQuestionAnswering`.
-Either way: config.json, model.safetensors, and the tokenizer files when the source had them.
+Without --task: the whole pretrained model, what the published Muppet checkpoints are: RoBERTa
+as `RobertaForMaskedLM` (for `AutoModelForMaskedLM`), BART as `BartForConditionalGeneration`
+(for `AutoModelForSeq2SeqLM`; summarization trains its LM head). With --task (a pre-finetuned
+checkpoint): the model plus that task's trained head as `RobertaForSequenceClassification`,
+`RobertaForMultipleChoice`, `RobertaForQuestionAnswering`, `BartForSequenceClassification` or
+`BartForQuestionAnswering`. Either way: config.json, model.safetensors, and the tokenizer files
+when the source had them.
 """
 
 from __future__ import annotations
@@ -18,16 +20,16 @@ import pathlib
 
 import jax
 
-from muppet_jax import cli, partitioning, pretrained
+from muppet_jax import cli, hf, partitioning, pretrained
 from muppet_jax.errors import UserError
-from muppet_jax.hf import checkpoint_files, encoder_weights
+from muppet_jax.hf import checkpoint_files
 from muppet_jax.models.config import DTYPES
 
 
 def export(checkpoint: str | os.PathLike, out: str | os.PathLike, step: int | None = None,
            dtype: str | None = None, task: str | None = None) -> pathlib.Path:
-  """Writes step `step` (default: latest) of `checkpoint` to the new directory `out`, as a masked
-  LM or, with `task`, as that task's transformers model.
+  """Writes step `step` (default: latest) of `checkpoint` to the new directory `out`, as the
+  pretrained model's transformers class or, with `task`, as that task's transformers model.
 
   Tensors keep the checkpoint's parameter dtype unless `dtype` is given.
   """
@@ -40,8 +42,9 @@ def export(checkpoint: str | os.PathLike, out: str | os.PathLike, step: int | No
   hf_config = model.config.to_hf_config(model.hf_config)
   hf_config.pop("torch_dtype", None)  # transformers 5 reads `dtype`; keep one source of truth.
   if task is None:
-    tensors = encoder_weights.export_tensors(params, model.config, dtype)
-    architecture = encoder_weights.hf_architecture(model.config)
+    names = hf.weights_for(model.config)
+    tensors = names.export_tensors(params, model.config, dtype)
+    architecture = names.hf_architecture(model.config)
   else:
     tensors, architecture = _task_tensors(model, params, task, dtype, hf_config)
   hf_config.update(architectures=[architecture], dtype=dtype)
@@ -57,10 +60,16 @@ def _task_tensors(model: pretrained.Pretrained, params, task: str, dtype: str,
     raise UserError(f"the checkpoint has no head for task {task!r}; its tasks: {known}")
   head = model.layout.names.index(entry["head"])
   kind = model.layout.kinds[head]
-  if kind not in encoder_weights.TASK_ARCHITECTURES:
-    raise UserError(f"task {task!r} trains a {kind} head, which has no transformers counterpart")
+  names = hf.weights_for(model.config)
+  if kind == "lm":
+    raise UserError(f"task {task!r} trains the LM head, which is part of the model: export "
+                    "without --task for BartForConditionalGeneration")
+  if kind not in names.TASK_ARCHITECTURES:
+    raise UserError(f"task {task!r} trains a {kind} head, which has no transformers counterpart "
+                    f"for a {model.config.model_type} model; export without --task for the "
+                    "pre-finetuned model itself")
   num_labels = 1 if entry["family"] == "regression" else entry["num_classes"]
-  tensors = encoder_weights.export_task_tensors(
+  tensors = names.export_task_tensors(
       params, model.config, kind, model.layout.index_in_kind()[head], num_labels, dtype)
   if kind == "classification":
     hf_config.update(num_labels=num_labels,
@@ -68,7 +77,7 @@ def _task_tensors(model: pretrained.Pretrained, params, task: str, dtype: str,
                      label2id={f"LABEL_{i}": i for i in range(num_labels)},
                      problem_type="regression" if entry["family"] == "regression"
                      else "single_label_classification")
-  return tensors, encoder_weights.TASK_ARCHITECTURES[kind]
+  return tensors, names.TASK_ARCHITECTURES[kind]
 
 
 def main(argv: list[str]) -> int:

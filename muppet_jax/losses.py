@@ -1,10 +1,12 @@
 """Multi-task losses, each example's divided by log n of its task (Muppet's loss scaling).
 
 Per family: cross-entropy over the task's classes, MSE for regression, softmax cross-entropy over
-an example's choices, and the mean of start and end cross-entropy over the row's positions for
-spans. n is the task's number of classes, choices or candidate positions (`TaskInfo`), so that
-with uniform predictions every task's scaled loss is 1. Regression's MSE is left unscaled. The
-batch loss is the mean over examples (a multiple-choice example counts once, not per choice).
+an example's choices, the mean of start and end cross-entropy over the row's positions for spans,
+and for summaries the label-smoothed cross-entropy of the LM head, averaged over the summary's
+tokens. n is the task's number of classes, choices, candidate positions or vocabulary entries
+(`TaskInfo`), so that with uniform predictions every task's scaled loss is 1. Regression's MSE is
+left unscaled. The batch loss is the mean over examples (a multiple-choice example counts once,
+not per choice).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 from muppet_jax.data.task_info import MuppetTask
 from muppet_jax.models.heads import HeadOutputs
 
-FAMILIES = ("classification", "regression", "multiple_choice", "span")
+FAMILIES = ("classification", "regression", "multiple_choice", "span", "summarization")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,16 +32,18 @@ class TaskTable:
   families: tuple[int, ...]  # Index into FAMILIES.
   num_classes: tuple[int, ...]
   divisors: tuple[float, ...]  # log n, or 1 where scaling is off.
+  label_smoothing: float = 0.1  # Of the summaries' cross-entropy (fairseq's default for BART).
 
   @classmethod
   def build(cls, tasks: Sequence[MuppetTask], max_length: int, vocab_size: int,
-            scale_losses: bool = True) -> TaskTable:
+            scale_losses: bool = True, label_smoothing: float = 0.1) -> TaskTable:
     return cls(
         names=tuple(t.name for t in tasks),
         families=tuple(FAMILIES.index(t.info.family) for t in tasks),
         num_classes=tuple(t.info.num_classes for t in tasks),
         divisors=tuple(t.info.loss_divisor(max_length, vocab_size) if scale_losses else 1.0
-                       for t in tasks))
+                       for t in tasks),
+        label_smoothing=label_smoothing)
 
 
 def _cross_entropy(logits: jax.Array, label: jax.Array) -> jax.Array:
@@ -49,22 +53,47 @@ def _cross_entropy(logits: jax.Array, label: jax.Array) -> jax.Array:
   return jax.nn.logsumexp(logits, axis=-1) - picked
 
 
-def _choice_losses(scores: jax.Array, batch: Mapping[str, jax.Array], is_choice: jax.Array,
-                   example_slots: int | None) -> jax.Array:
-  """Per segment: the example's softmax cross-entropy over its choices (on every choice).
+def choice_log_probs(scores: jax.Array, batch: Mapping[str, jax.Array], is_choice: jax.Array,
+                     example_slots: int | None) -> tuple[jax.Array, jax.Array, int]:
+  """Per segment, the log-probability of its choice under its example's softmax over choices;
+  also each segment's example index (`n`, a dump slot, for non-choices) and `n`.
 
   `example_slots` bounds the example ids (the whole global batch's segment slots; by default
   this batch's, which is right unless it is a microbatch).
   """
   flat = scores.reshape(-1)
   n = example_slots or flat.shape[0]
-  example = jnp.where(is_choice, batch["seg_example"], n).reshape(-1)  # n: a dump slot.
+  example = jnp.where(is_choice, batch["seg_example"], n).reshape(-1)
   top = jax.ops.segment_max(jnp.where(is_choice.reshape(-1), flat, -jnp.inf), example, n + 1)
   top = jnp.where(jnp.isfinite(top), top, 0.0)
   lse = jnp.log(jax.ops.segment_sum(jnp.exp(flat - top[example]), example, n + 1)) + top
-  correct = (batch["seg_choice"] == batch["seg_label"]).reshape(-1)
-  right = jax.ops.segment_sum(jnp.where(correct, flat, 0.0), example, n + 1)
-  return (lse - right)[example].reshape(scores.shape)
+  return (flat - lse[example]).reshape(scores.shape), example.reshape(scores.shape), n
+
+
+def per_example_sum(values: jax.Array, example: jax.Array, n: int) -> jax.Array:
+  """Per segment: the sum of `values` over the segments of its example."""
+  sums = jax.ops.segment_sum(values.reshape(-1), example.reshape(-1), n + 1)
+  return sums[example]
+
+
+def target_segment_mean(per_token: jax.Array, target_segment_ids: jax.Array,
+                        num_segments: int) -> jax.Array:
+  """[B, T] per target token -> [B, S]: the mean over each segment's target tokens."""
+  slots = jnp.arange(num_segments, dtype=target_segment_ids.dtype) + 1
+  member = (target_segment_ids[:, :, None] == slots).astype(jnp.float32)  # [B, T, S]
+  total = jnp.einsum("bt,bts->bs", per_token, member)
+  return total / jnp.maximum(member.sum(axis=1), 1.0)
+
+
+def _summary_losses(lm_logits: jax.Array | None, batch: Mapping[str, jax.Array],
+                    num_segments: int, smoothing: float) -> jax.Array:
+  """Per segment: label-smoothed cross-entropy averaged over the summary's tokens."""
+  if lm_logits is None:
+    return jnp.zeros(batch["seg_task"].shape, jnp.float32)
+  log_probs = jax.nn.log_softmax(lm_logits.astype(jnp.float32), axis=-1)
+  nll = -jnp.take_along_axis(log_probs, batch["target_ids"][..., None], axis=-1)[..., 0]
+  per_token = (1.0 - smoothing) * nll - smoothing * log_probs.mean(axis=-1)
+  return target_segment_mean(per_token, batch["target_segment_ids"], num_segments)
 
 
 def per_example_losses(outputs: HeadOutputs, batch: Mapping[str, jax.Array], table: TaskTable,
@@ -84,14 +113,18 @@ def per_example_losses(outputs: HeadOutputs, batch: Mapping[str, jax.Array], tab
   classification = _cross_entropy(logits, batch["seg_label"])
   regression = (outputs.class_logits[..., 0].astype(jnp.float32) - batch["seg_score"]) ** 2
   is_choice = valid & (family == FAMILIES.index("multiple_choice"))
-  choice = _choice_losses(outputs.choice_scores.astype(jnp.float32), batch, is_choice,
-                          example_slots)
+  log_probs, example, n = choice_log_probs(outputs.choice_scores.astype(jnp.float32), batch,
+                                           is_choice, example_slots)
+  correct = batch["seg_choice"] == batch["seg_label"]
+  choice = -per_example_sum(jnp.where(correct & is_choice, log_probs, 0.0), example, n)
   span_logits = outputs.span_logits.astype(jnp.float32)
   span = 0.5 * (_cross_entropy(span_logits[..., 0], batch["seg_span"][..., 0]) +
                 _cross_entropy(span_logits[..., 1], batch["seg_span"][..., 1]))
 
+  summary = _summary_losses(outputs.lm_logits, batch, task.shape[1], table.label_smoothing)
+
   loss = jnp.select([family == i for i in range(len(FAMILIES))],
-                    [classification, regression, choice, span])
+                    [classification, regression, choice, span, summary])
   loss = loss / jnp.asarray(table.divisors, jnp.float32)[task]
   is_example = valid & (~is_choice | (batch["seg_choice"] == 0))
   return jnp.where(is_example, loss, 0.0), is_example, family
@@ -124,4 +157,6 @@ def family_means(sums: Mapping[str, np.ndarray | jax.Array]) -> dict[str, float]
   for name in FAMILIES:
     if float(sums[f"{name}_count"]) > 0:
       out[f"loss/{name}"] = float(sums[f"{name}_loss_sum"]) / float(sums[f"{name}_count"])
+  if "r3f_sum" in sums:  # The R3F penalty, per example like the loss.
+    out["r3f"] = float(sums["r3f_sum"]) / max(float(sums["count"]), 1.0)
   return out

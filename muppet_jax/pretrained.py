@@ -1,4 +1,4 @@
-"""Pretrained encoders onto the mesh: from a Hugging Face checkpoint or a muppet_jax checkpoint."""
+"""Pretrained models onto the mesh: from a Hugging Face checkpoint or a muppet_jax checkpoint."""
 
 from __future__ import annotations
 
@@ -10,37 +10,41 @@ import flax.linen as nn
 import jax
 from jax.sharding import Mesh
 
-from muppet_jax import checkpointing, partitioning
-from muppet_jax.hf import checkpoint_files, encoder_weights
-from muppet_jax.models.config import EncoderConfig
-from muppet_jax.models import multitask
-from muppet_jax.models.encoder import EncoderForMaskedLM, init_variables
+from muppet_jax import checkpointing, hf, partitioning
+from muppet_jax.hf import checkpoint_files
+from muppet_jax.models import bart, encoder, multitask
+from muppet_jax.models.config import BartConfig, ModelConfig, config_from_dict, config_from_hf
 from muppet_jax.models.heads import HeadLayout
 
 
 @dataclasses.dataclass
 class Pretrained:
-  """An encoder's config and (sharded) parameters, with what export needs to write it back."""
+  """A model's config and (sharded) parameters, with what export needs to write it back."""
 
-  config: EncoderConfig
-  params: Any  # EncoderForMaskedLM's params; a trained checkpoint's also have `heads`.
+  config: ModelConfig
+  params: Any  # EncoderForMaskedLM's or Bart's params; a trained checkpoint's also have `heads`.
   hf_config: dict[str, Any]  # The source config.json, kept so export preserves its other fields.
   tokenizer_files: dict[str, bytes]
   layout: HeadLayout | None = None  # The task heads of a pre-finetuned checkpoint.
   tasks: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
   def metadata(self) -> dict[str, Any]:
-    return {"encoder_config": self.config.to_dict(), "hf_config": self.hf_config,
+    return {"model_config": self.config.to_dict(), "hf_config": self.hf_config,
             "tokenizer_files": checkpointing.encode_files(self.tokenizer_files)}
 
 
-def abstract_params(config: EncoderConfig, mesh: Mesh, layout: HeadLayout | None = None) -> Any:
-  """The model's parameter tree as ShapeDtypeStructs carrying their NamedShardings."""
-  if layout is None:
-    init = lambda r: init_variables(EncoderForMaskedLM(config), r)  # noqa: E731
-  else:
-    init = lambda r: multitask.init_variables(multitask.MultiTaskEncoder(config, layout), r)  # noqa: E731
-  boxed = jax.eval_shape(init, jax.random.key(0))["params"]
+def _init_variables(config: ModelConfig, layout: HeadLayout | None, rng: jax.Array) -> dict:
+  if layout is not None:
+    return multitask.init_variables(multitask.build(config, layout), rng)
+  if isinstance(config, BartConfig):
+    return bart.init_variables(bart.Bart(config), rng)
+  return encoder.init_variables(encoder.EncoderForMaskedLM(config), rng)
+
+
+def abstract_params(config: ModelConfig, mesh: Mesh, layout: HeadLayout | None = None) -> Any:
+  """The parameter tree (with the task heads of `layout`, if given) as ShapeDtypeStructs carrying
+  their NamedShardings."""
+  boxed = jax.eval_shape(lambda r: _init_variables(config, layout, r), jax.random.key(0))["params"]
   abstract = nn.meta.unbox(boxed)
   shardings = partitioning.logical_to_mesh_sharding(nn.get_partition_spec(boxed), abstract, mesh)
   return checkpointing.abstract_with_shardings(abstract, shardings)
@@ -52,12 +56,13 @@ def default_mesh() -> Mesh:
 
 
 def from_hf(path_or_name: str, mesh: Mesh | None = None, **runtime: Any) -> Pretrained:
-  """Reads a Hugging Face RoBERTa/BERT masked-LM checkpoint; `runtime` sets dtypes, dropout, ..."""
+  """Reads a Hugging Face RoBERTa/BERT masked-LM or BART checkpoint; `runtime` sets dtypes,
+  dropout, ..."""
   mesh = mesh or default_mesh()
   ckpt = checkpoint_files.read_checkpoint(path_or_name)
-  config = EncoderConfig.from_hf_config(ckpt.config, **runtime)
+  config = config_from_hf(ckpt.config, **runtime)
   target = abstract_params(config, mesh)
-  params = encoder_weights.import_params(ckpt.tensors, config, target)
+  params = hf.weights_for(config).import_params(ckpt.tensors, config, target)
   params = jax.tree.map(lambda x, t: jax.device_put(x, t.sharding), params, target)
   return Pretrained(config, params, ckpt.config, ckpt.tokenizer_files)
 
@@ -67,7 +72,8 @@ def from_checkpoint(directory: str | os.PathLike, mesh: Mesh | None = None,
   """Restores (step, model) from a muppet_jax checkpoint; each device reads only its shards."""
   mesh = mesh or default_mesh()
   step, meta = checkpointing.read_model_metadata(directory, step)
-  config = EncoderConfig.from_dict(meta["encoder_config"]).replace(**runtime)
+  # Checkpoints written before BART support name the config "encoder_config".
+  config = config_from_dict(meta.get("model_config") or meta["encoder_config"]).replace(**runtime)
   layout = None
   if "heads" in meta:
     heads = meta["heads"]

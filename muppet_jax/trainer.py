@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Mapping
 
+import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
 
-from muppet_jax import losses
+from muppet_jax import losses, r3f
 from muppet_jax.models.heads import HeadOutputs
-from muppet_jax.models.multitask import MultiTaskEncoder
 
 Batch = Mapping[str, jax.Array]
-MODEL_INPUTS = ("input_ids", "segment_ids", "seg_head", "seg_start")
 
 
 @flax.struct.dataclass
@@ -31,9 +31,20 @@ def learning_rate_schedule(peak: float, warmup_steps: int, total_steps: int) -> 
        optax.linear_schedule(peak, 0.0, max(total_steps - warmup_steps, 1))], [warmup_steps])
 
 
+@dataclasses.dataclass(frozen=True)
+class R3FConfig:
+  """The R3F penalty (`muppet_jax.r3f`): loss + weight * penalty; off when weight is 0."""
+
+  weight: float = 0.0
+  noise_type: str = "uniform"
+  eps: float = 1e-5
+
+
 def _trainable_label(path, _) -> str:
-  # Pre-finetuning has no masked-LM loss; its head is carried unchanged for export.
-  return "frozen" if path[0].key == "mlm_head" else "train"
+  # Pre-finetuning has no masked-LM loss: RoBERTa's MLM head is carried unchanged for export.
+  # BART's final_logits_bias is a buffer (not a parameter) in Hugging Face.
+  frozen = path[0].key in ("mlm_head", "final_logits_bias")
+  return "frozen" if frozen else "train"
 
 
 def _decays(path, _) -> bool:
@@ -56,10 +67,10 @@ def make_optimizer(learning_rate: float, warmup_steps: int, total_steps: int,
       lambda p: jax.tree_util.tree_map_with_path(_trainable_label, p))
 
 
-def forward(model: MultiTaskEncoder, params: Any, batch: Batch, deterministic: bool,
-            rng: jax.Array | None = None) -> HeadOutputs:
-  return model.apply({"params": params}, *(batch[k] for k in MODEL_INPUTS),
-                     deterministic=deterministic,
+def forward(model: nn.Module, params: Any, batch: Batch, deterministic: bool,
+            rng: jax.Array | None = None, embedding_noise: jax.Array | None = None
+            ) -> HeadOutputs:
+  return model.apply({"params": params}, batch, deterministic, embedding_noise,
                      rngs=None if deterministic else {"dropout": rng})
 
 
@@ -72,11 +83,13 @@ def _microbatches(batch: Batch, n: int) -> Batch:
   return jax.tree.map(split, dict(batch))
 
 
-def make_train_step(model: MultiTaskEncoder, tx: optax.GradientTransformation,
-                    table: losses.TaskTable, microbatches: int, seed: int
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation, table: losses.TaskTable,
+                    microbatches: int, seed: int, r3f_config: R3FConfig = R3FConfig()
                     ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
-  """The pure train step: gradients of the mean scaled loss over the whole batch, accumulated
-  over `microbatches`, then one optimizer update. Dropout RNG is derived from (seed, step)."""
+  """The pure train step: gradients of the mean scaled loss (plus the R3F penalty, if on) over
+  the whole batch, accumulated over `microbatches`, then one optimizer update. Dropout and noise
+  RNGs are derived from (seed, step)."""
+  use_r3f = r3f_config.weight > 0
 
   def train_step(state: TrainState, batch: Batch):
     rng = jax.random.fold_in(jax.random.key(seed), state.step)
@@ -84,8 +97,18 @@ def make_train_step(model: MultiTaskEncoder, tx: optax.GradientTransformation,
     slots = batch["seg_task"].size
 
     def loss_fn(params, micro, rng):
-      sums = losses.loss_sums(forward(model, params, micro, False, rng), micro, table, slots)
-      return sums["loss_sum"], sums
+      dropout_rng, noise_rng = jax.random.split(rng)
+      outputs = forward(model, params, micro, False, dropout_rng)
+      sums = losses.loss_sums(outputs, micro, table, slots)
+      objective = sums["loss_sum"]
+      if use_r3f:
+        noise = r3f.sample_noise(noise_rng, (*micro["input_ids"].shape, model.config.hidden_size),
+                                 r3f_config.noise_type, r3f_config.eps)
+        noised = forward(model, params, micro, False, dropout_rng, noise)
+        penalty, _ = r3f.per_example_penalty(outputs, noised, micro, table, slots)
+        sums["r3f_sum"] = penalty.sum()
+        objective = objective + r3f_config.weight * sums["r3f_sum"]
+      return objective, sums
 
     def accumulate(carry, xs):
       index, micro = xs
@@ -96,8 +119,11 @@ def make_train_step(model: MultiTaskEncoder, tx: optax.GradientTransformation,
               jax.tree.map(jnp.add, sums, micro_sums)), None
 
     zeros = jax.tree.map(jnp.zeros_like, state.params)
+    zero_sums = losses.zero_sums()
+    if use_r3f:
+      zero_sums["r3f_sum"] = jnp.zeros((), jnp.float32)
     (grads, sums), _ = jax.lax.scan(
-        accumulate, (zeros, losses.zero_sums()),
+        accumulate, (zeros, zero_sums),
         (jnp.arange(microbatches), _microbatches(batch, microbatches)))
     count = jnp.maximum(sums["count"], 1.0)
     grads = jax.tree.map(lambda g: g / count, grads)
@@ -109,7 +135,9 @@ def make_train_step(model: MultiTaskEncoder, tx: optax.GradientTransformation,
   return train_step
 
 
-def make_eval_step(model: MultiTaskEncoder) -> Callable[[Any, Batch], HeadOutputs]:
+def make_eval_step(model: nn.Module) -> Callable[[Any, Batch], HeadOutputs]:
+  """Head outputs for evaluation; the LM logits are dropped (summaries are evaluated by
+  generation), so no [batch, targets, vocab] array goes back to the host."""
   def eval_step(params: Any, batch: Batch) -> HeadOutputs:
-    return forward(model, params, batch, deterministic=True)
+    return forward(model, params, batch, deterministic=True).replace(lm_logits=None)
   return eval_step

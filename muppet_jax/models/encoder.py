@@ -59,8 +59,11 @@ class Embeddings(nn.Module):
     self.dropout = nn.Dropout(cfg.hidden_dropout)
 
   def __call__(self, input_ids: jax.Array, position_ids: jax.Array, token_type_ids: jax.Array,
-               deterministic: bool) -> jax.Array:
-    x = (self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+               deterministic: bool, noise: jax.Array | None = None) -> jax.Array:
+    words = self.word_embeddings(input_ids)
+    if noise is not None:  # R3F perturbs the token embeddings.
+      words = words + noise.astype(words.dtype)
+    x = (words + self.token_type_embeddings(token_type_ids)
          + self.position_embeddings(position_ids))
     x = self.dropout(self.layer_norm(x), deterministic=deterministic)
     return nn.with_logical_constraint(x, BATCH_LENGTH_EMBED)
@@ -122,7 +125,8 @@ class Encoder(nn.Module):
   Inputs are [batch, length] int arrays. `attention_mask` (1 = token, 0 = padding) and/or
   `segment_ids` (1, 2, ... per packed example, 0 = padding) say what attends to what; with neither,
   every token is real. Positions restart at each segment (RoBERTa's start at pad_token_id + 1,
-  padding gets pad_token_id) unless `position_ids` are given.
+  padding gets pad_token_id) unless `position_ids` are given. `embedding_noise` [B, L, D] is
+  added to the token embeddings (R3F).
   """
 
   config: EncoderConfig
@@ -133,7 +137,8 @@ class Encoder(nn.Module):
 
   def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None,
                segment_ids: jax.Array | None = None, token_type_ids: jax.Array | None = None,
-               position_ids: jax.Array | None = None, deterministic: bool = True) -> jax.Array:
+               position_ids: jax.Array | None = None, deterministic: bool = True,
+               embedding_noise: jax.Array | None = None) -> jax.Array:
     cfg = self.config
     if segment_ids is None:
       segment_ids = (jnp.ones_like(input_ids) if attention_mask is None
@@ -147,7 +152,7 @@ class Encoder(nn.Module):
     if token_type_ids is None:
       token_type_ids = jnp.zeros_like(input_ids)
 
-    x = self.embeddings(input_ids, position_ids, token_type_ids, deterministic)
+    x = self.embeddings(input_ids, position_ids, token_type_ids, deterministic, embedding_noise)
     mask = attention.segment_mask(segment_ids)
     for layer in self.layers:
       x = layer(x, mask, deterministic)

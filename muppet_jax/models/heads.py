@@ -1,12 +1,14 @@
 """Task heads with the structure of Hugging Face's task models, stacked so that one compiled step
 serves any mix of tasks.
 
-- classification/regression, one per dataset, like `RobertaClassificationHead`: dropout, dense,
-  tanh, dropout, out_proj on the segment's `<s>` state;
+- classification/regression, one per dataset, like `RobertaClassificationHead` and
+  `BartClassificationHead`: dropout, dense, tanh, dropout, out_proj on the segment's pooling
+  token's state (RoBERTa: the encoder's `<s>`; BART: the decoder's final `</s>`);
 - multiple choice, one per family (or per dataset), like `RobertaForMultipleChoice`: pooler
-  (dense + tanh on `<s>`), dropout, one score per choice;
-- span, one per family (or per dataset), like `RobertaForQuestionAnswering`: start/end logits on
-  every token.
+  (dense + tanh on the pooling token), dropout, one score per choice;
+- span, one per family (or per dataset), like `RobertaForQuestionAnswering` and
+  `BartForQuestionAnswering`: start/end logits on every token;
+- summarization ("lm" heads) trains BART's LM head and adds no parameters.
 
 Each kind's heads are stacked along a leading `task_heads` axis. Every segment's outputs are
 computed by all heads of the kind and the segment's own head is selected by index: no Python
@@ -23,12 +25,12 @@ import jax
 import jax.numpy as jnp
 
 from muppet_jax.models import layers
-from muppet_jax.models.config import EncoderConfig
+from muppet_jax.models.config import ModelConfig
 
-HEAD_KINDS = ("classification", "multiple_choice", "span")
-# The head kind of each task family (summarization trains BART's LM head).
+HEAD_KINDS = ("classification", "multiple_choice", "span", "lm")
+# The head kind of each task family.
 FAMILY_HEAD_KIND = {"classification": "classification", "regression": "classification",
-                    "multiple_choice": "multiple_choice", "span": "span"}
+                    "multiple_choice": "multiple_choice", "span": "span", "summarization": "lm"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,10 +58,11 @@ class HeadOutputs:
   class_logits: jax.Array  # [B, S, num_classes]: the segment's own classification head.
   choice_scores: jax.Array  # [B, S]: multiple-choice score of each segment (one per choice).
   span_logits: jax.Array  # [B, S, L, 2]: start/end logits of each segment over the row's tokens.
+  lm_logits: jax.Array | None = None  # [B, T, vocab] over the target tokens (BART).
 
 
 class TaskHeads(nn.Module):
-  config: EncoderConfig
+  config: ModelConfig
   layout: HeadLayout
 
   def _weights(self, name: str, heads: int, features: int, out_axis: str):
@@ -73,14 +76,15 @@ class TaskHeads(nn.Module):
 
   @nn.compact
   def __call__(self, hidden: jax.Array, segment_ids: jax.Array, seg_head: jax.Array,
-               seg_start: jax.Array, deterministic: bool) -> HeadOutputs:
+               seg_pool: jax.Array, deterministic: bool) -> HeadOutputs:
+    """`seg_pool`: [B, S] position of the token whose state pools each segment."""
     cfg, layout = self.config, self.layout
     dropout = nn.Dropout(cfg.hidden_dropout)
     kind_index = jnp.asarray(layout.index_in_kind(), jnp.int32)[jnp.maximum(seg_head, 0)]
-    # The `<s>` state of every segment: [B, S, D].
-    first = jnp.take_along_axis(hidden, jnp.maximum(seg_start, 0)[..., None], axis=1)
-    first = nn.with_logical_constraint(
-        first, ("activation_batch", "activation_segments", "activation_embed"))
+    # The pooling state of every segment: [B, S, D].
+    pooled = jnp.take_along_axis(hidden, jnp.maximum(seg_pool, 0)[..., None], axis=1)
+    pooled = nn.with_logical_constraint(
+        pooled, ("activation_batch", "activation_segments", "activation_embed"))
     b, s = seg_head.shape
 
     def pick(per_head: jax.Array, count: int) -> jax.Array:
@@ -92,7 +96,7 @@ class TaskHeads(nn.Module):
     if n := layout.count("classification"):
       w1, b1 = self._weights("classification_dense", n, cfg.hidden_size, "mlp")
       w2, b2 = self._weights("classification_out_proj", n, layout.num_classes, "classes")
-      x = dropout(first, deterministic=deterministic)
+      x = dropout(pooled, deterministic=deterministic)
       x = jnp.tanh(jnp.einsum("bsd,hde->bshe", x, w1) + b1)
       x = dropout(x, deterministic=deterministic)
       class_logits = pick(jnp.einsum("bshe,hec->bshc", x, w2) + b2, n)
@@ -101,9 +105,9 @@ class TaskHeads(nn.Module):
     if n := layout.count("multiple_choice"):
       w1, b1 = self._weights("multiple_choice_pooler", n, cfg.hidden_size, "mlp")
       w2, b2 = self._weights("multiple_choice_classifier", n, 1, "classes")
-      pooled = jnp.tanh(jnp.einsum("bsd,hde->bshe", first, w1) + b1)
-      pooled = dropout(pooled, deterministic=deterministic)
-      choice_scores = pick(jnp.einsum("bshe,hec->bshc", pooled, w2) + b2, n)[..., 0]
+      x = jnp.tanh(jnp.einsum("bsd,hde->bshe", pooled, w1) + b1)
+      x = dropout(x, deterministic=deterministic)
+      choice_scores = pick(jnp.einsum("bshe,hec->bshc", x, w2) + b2, n)[..., 0]
 
     length = hidden.shape[1]
     span_logits = jnp.zeros((b, s, length, 2), cfg.compute_dtype)

@@ -1,0 +1,80 @@
+"""R3F (Aghajanyan et al. 2020, "Better Fine-Tuning by Reducing Representational Collapse").
+
+The model runs twice, on the clean input and with noise added to its input token embeddings; the
+penalty is the symmetric KL divergence KL(p||q) + KL(q||p) between the two runs' output
+distributions, per example:
+
+- classification: over the task's classes; regression: the squared difference of the predictions;
+- multiple choice: over the example's choices; span: over start and over end positions (mean);
+- summarization: over the vocabulary at each summary token (mean over tokens).
+
+Each example's penalty is divided by the same log n as its loss, so the penalty, like the loss,
+doesn't favour tasks with large output spaces. Both runs use the same dropout masks, so the
+penalty measures sensitivity to the embedding noise alone (and is exactly 0 without noise).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+
+from muppet_jax import losses
+from muppet_jax.errors import UserError
+from muppet_jax.models.heads import HeadOutputs
+
+NOISE_TYPES = ("uniform", "normal")
+
+
+def sample_noise(rng: jax.Array, shape: tuple[int, ...], noise_type: str, eps: float) -> jax.Array:
+  """U(-eps, eps) or N(0, eps^2) noise for the input token embeddings (fairseq's R3F choices)."""
+  if noise_type == "uniform":
+    return jax.random.uniform(rng, shape, jnp.float32, -eps, eps)
+  if noise_type == "normal":
+    return eps * jax.random.normal(rng, shape, jnp.float32)
+  raise UserError(f"r3f.noise_type={noise_type!r}; choose one of {NOISE_TYPES}")
+
+
+def _symmetric_kl(logits_p: jax.Array, logits_q: jax.Array) -> jax.Array:
+  """KL(p||q) + KL(q||p) = sum (p - q)(log p - log q) over the last axis."""
+  log_p = jax.nn.log_softmax(logits_p.astype(jnp.float32), axis=-1)
+  log_q = jax.nn.log_softmax(logits_q.astype(jnp.float32), axis=-1)
+  return jnp.sum((jnp.exp(log_p) - jnp.exp(log_q)) * (log_p - log_q), axis=-1)
+
+
+def per_example_penalty(clean: HeadOutputs, noised: HeadOutputs, batch: Mapping[str, jax.Array],
+                        table: losses.TaskTable, example_slots: int | None = None
+                        ) -> tuple[jax.Array, jax.Array]:
+  """(scaled penalty, is-example mask), each [B, S]; examples as in `losses.per_example_losses`."""
+  task = jnp.maximum(batch["seg_task"], 0)
+  valid = batch["seg_task"] >= 0
+  family = jnp.asarray(table.families, jnp.int32)[task]
+  classes = jnp.asarray(table.num_classes, jnp.int32)[task]
+
+  def class_logits(outputs):
+    logits = outputs.class_logits.astype(jnp.float32)
+    return jnp.where(jnp.arange(logits.shape[-1]) < classes[..., None], logits, -1e30)
+
+  classification = _symmetric_kl(class_logits(clean), class_logits(noised))
+  regression = (clean.class_logits[..., 0].astype(jnp.float32) -
+                noised.class_logits[..., 0].astype(jnp.float32)) ** 2
+  is_choice = valid & (family == losses.FAMILIES.index("multiple_choice"))
+  log_p, example, n = losses.choice_log_probs(clean.choice_scores.astype(jnp.float32), batch,
+                                              is_choice, example_slots)
+  log_q, _, _ = losses.choice_log_probs(noised.choice_scores.astype(jnp.float32), batch,
+                                        is_choice, example_slots)
+  per_choice = (jnp.exp(log_p) - jnp.exp(log_q)) * (log_p - log_q)
+  choice = losses.per_example_sum(jnp.where(is_choice, per_choice, 0.0), example, n)
+  span = 0.5 * (_symmetric_kl(clean.span_logits[..., 0], noised.span_logits[..., 0]) +
+                _symmetric_kl(clean.span_logits[..., 1], noised.span_logits[..., 1]))
+  summary = jnp.zeros_like(classification)
+  if clean.lm_logits is not None:
+    summary = losses.target_segment_mean(_symmetric_kl(clean.lm_logits, noised.lm_logits),
+                                         batch["target_segment_ids"], task.shape[1])
+
+  penalty = jnp.select([family == i for i in range(len(losses.FAMILIES))],
+                       [classification, regression, choice, span, summary])
+  penalty = penalty / jnp.asarray(table.divisors, jnp.float32)[task]
+  is_example = valid & (~is_choice | (batch["seg_choice"] == 0))
+  return jnp.where(is_example, penalty, 0.0), is_example
