@@ -22,3 +22,11 @@ def tiny_mlm(request, tmp_path_factory) -> hf_fixtures.SavedModel:
   path = tmp_path_factory.mktemp(request.param) / "hf"
   hf_fixtures.save_tiny_mlm(request.param, path)
   return hf_fixtures.SavedModel(request.param, path)
+
+
+@pytest.fixture(scope="session")
+def tiny_bart(tmp_path_factory) -> hf_fixtures.SavedModel:
+  """A saved tiny random BartForConditionalGeneration with tokenizer files."""
+  path = tmp_path_factory.mktemp("bart") / "hf"
+  hf_fixtures.save_tiny_bart(path)
+  return hf_fixtures.SavedModel("bart", path)

@@ -77,3 +77,52 @@ def padded_batch(model_type: str, seed: int = 0):
     types[:, 8:] = 1
     types = types * mask
   return ids, mask, types
+
+
+def tiny_bart_config(**overrides) -> transformers.BartConfig:
+  """Tiny, with different encoder/decoder depths, heads and widths so that no map is symmetric."""
+  return transformers.BartConfig(**{
+      **dict(vocab_size=VOCAB_SIZE, d_model=32, encoder_layers=2, decoder_layers=3,
+             encoder_attention_heads=4, decoder_attention_heads=2, encoder_ffn_dim=37,
+             decoder_ffn_dim=41, max_position_embeddings=64, dropout=0.0,
+             forced_eos_token_id=2),
+      **overrides})
+
+
+def tiny_bart(seed: int = 0, **overrides) -> transformers.BartForConditionalGeneration:
+  """A random BART whose every tensor (biases, LayerNorms, final_logits_bias) is non-trivial.
+
+  Perturbed strongly enough that outputs depend on the input, with EOS favoured and padding
+  never generated, so that generated sequences end at different lengths.
+  """
+  torch.manual_seed(seed)
+  model = transformers.BartForConditionalGeneration(tiny_bart_config(**overrides)).eval()
+  with torch.no_grad():
+    for p in model.parameters():
+      p.add_(0.3 * torch.randn_like(p))
+    model.final_logits_bias.normal_(0.0, 0.5)
+    model.final_logits_bias[0, 2] += 3.0
+    model.final_logits_bias[0, 1] -= 10.0
+  return model
+
+
+def save_tiny_bart(path: pathlib.Path, **overrides) -> transformers.BartForConditionalGeneration:
+  model = tiny_bart(**overrides)
+  model.save_pretrained(path)
+  save_tokenizer("roberta", path)  # BART's tokenizer is RoBERTa's byte-level BPE.
+  return model
+
+
+def seq2seq_batch(seed: int = 0):
+  """Encoder input_ids/attention_mask (right padding) and decoder inputs for 3 examples."""
+  g = torch.Generator().manual_seed(seed)
+  ids = torch.randint(5, VOCAB_SIZE, (3, 16), generator=g)
+  ids[:, 0] = 0
+  mask = torch.ones_like(ids)
+  for row, length in enumerate([16, 11, 5]):
+    ids[row, length - 1] = 2
+    ids[row, length:] = 1
+    mask[row, length:] = 0
+  decoder = torch.randint(5, VOCAB_SIZE, (3, 9), generator=g)
+  decoder[:, 0] = 2
+  return ids, mask, decoder
