@@ -39,8 +39,10 @@ def _time(step: Callable[[], None], warmup: int, steps: int) -> float:
 
 
 def jax_step_time(size: str, dtype: str, ids: np.ndarray, labels: np.ndarray, warmup: int,
-                  steps: int) -> float:
-  config = roberta_config(size, dtype=dtype)
+                  steps: int, attention: str = "xla") -> float:
+  # cuDNN's fused attention has no attention-probability dropout.
+  config = roberta_config(size, dtype=dtype, attention_impl=attention,
+                          attention_dropout=0.0 if attention == "dot_product" else 0.1)
   model = EncoderForMaskedLM(config)
   params = nn.meta.unbox(init_variables(model, jax.random.key(0)))["params"]
 
@@ -62,16 +64,19 @@ def torch_step_time(size: str, dtype: str, ids: np.ndarray, labels: np.ndarray, 
   import torch
   import transformers
 
+  device = "cuda" if torch.cuda.is_available() else "cpu"
   config = roberta_config(size)
   hf_config = transformers.RobertaConfig(**config.to_hf_config())
-  model = transformers.RobertaForMaskedLM(hf_config).train()
-  ids_t, labels_t = torch.from_numpy(ids), torch.from_numpy(labels)
+  model = transformers.RobertaForMaskedLM(hf_config).train().to(device)
+  ids_t, labels_t = torch.from_numpy(ids).to(device), torch.from_numpy(labels).to(device)
 
   def step():
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
       loss = model(input_ids=ids_t, labels=labels_t).loss
     loss.backward()
     model.zero_grad(set_to_none=True)
+    if device == "cuda":
+      torch.cuda.synchronize()
 
   return _time(step, warmup, steps)
 
@@ -85,6 +90,8 @@ def main(argv: list[str]) -> None:
   parser.add_argument("--steps", type=int, default=3)
   parser.add_argument("--warmup", type=int, default=1)
   parser.add_argument("--dtypes", default="float32,bfloat16")
+  parser.add_argument("--attention", default="xla", choices=["xla", "dot_product"],
+                      help="JAX attention implementation (dot_product: cuDNN on NVIDIA GPUs)")
   parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
   args = parser.parse_args(argv)
 
@@ -94,11 +101,12 @@ def main(argv: list[str]) -> None:
   labels = rng.integers(3, config.vocab_size, (args.batch, args.length)).astype(np.int64)
   tokens = args.batch * args.length
   print(f"roberta-{args.size}: batch {args.batch} x length {args.length} = {tokens} tokens/step, "
-        f"forward+backward; jax {jax.__version__} on {jax.devices()[0].device_kind} "
+        f"forward+backward, attention {args.attention}; jax {jax.__version__} on {jax.devices()[0].device_kind} "
         f"x{jax.device_count()}, {os.cpu_count()} CPU cores")
   print(f"{'dtype':<10}{'JAX tok/s':>12}{'PyTorch tok/s':>16}{'JAX/PyTorch':>14}")
   for dtype in args.dtypes.split(","):
-    jax_rate = tokens / jax_step_time(args.size, dtype, ids, labels, args.warmup, args.steps)
+    jax_rate = tokens / jax_step_time(args.size, dtype, ids, labels, args.warmup, args.steps,
+                                      args.attention)
     if args.no_torch:
       print(f"{dtype:<10}{jax_rate:>12.0f}{'-':>16}{'-':>14}", flush=True)
       continue

@@ -1,5 +1,5 @@
-"""Validation metrics per task (accuracy, F1, Matthews correlation, Pearson/Spearman, span EM/F1)
-and their averages per family."""
+"""Validation metrics per task (accuracy, F1, Matthews correlation, Pearson/Spearman, span EM/F1,
+ROUGE-1/2/L of generated summaries) and their averages per family."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 import scipy.stats
+from rouge_score import rouge_scorer
 
 from muppet_jax.data.task_info import MuppetTask
 from muppet_jax.models.heads import HeadOutputs
@@ -66,6 +67,16 @@ def best_span(start_logits: np.ndarray, end_logits: np.ndarray) -> tuple[int, in
   return int(start), int(end)
 
 
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+
+
+def rouge(predictions: list[str], references: list[str]) -> dict[str, float]:
+  """Mean ROUGE F-measures (Google's `rouge-score`, Porter stemming as in the usual reports)."""
+  scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+  scores = [scorer.score(ref, pred) for pred, ref in zip(predictions, references)]
+  return {name: float(np.mean([s[name].fmeasure for s in scores])) for name in ROUGE_TYPES}
+
+
 class TaskAccumulator:
   """Collects one task's predictions over its validation batches."""
 
@@ -102,9 +113,17 @@ class TaskAccumulator:
         self.pred.append(self.decode(batch["input_ids"][r, tokens[start]:tokens[end] + 1]))
         self.gold.append(self.decode(batch["input_ids"][r, g0:g1 + 1]))
 
+  def add_summaries(self, tokens: np.ndarray, batch: Mapping[str, np.ndarray]) -> None:
+    """Generated token ids [B, T] of an unpacked batch (one document per row)."""
+    for row in np.nonzero(batch["seg_task"][:, 0] >= 0)[0]:
+      self.pred.append(self.decode(tokens[row]))
+      self.gold.append(self.decode(batch["target_ids"][row][batch["target_segment_ids"][row] > 0]))
+
   def metrics(self) -> dict[str, float]:
     if not self.pred:
       return {}
+    if self.task.info.family == "summarization":
+      return {**rouge(self.pred, self.gold), "examples": len(self.pred)}
     pred, gold = np.asarray(self.pred), np.asarray(self.gold)
     out = {}
     for name in self.task.info.metrics:

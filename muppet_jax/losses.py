@@ -12,14 +12,16 @@ not per choice).
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from muppet_jax.data.task_info import MuppetTask
 from muppet_jax.models.heads import HeadOutputs
+
+if TYPE_CHECKING:  # The loss doesn't need seqio/TensorFlow (e.g. on accelerator benchmarks).
+  from muppet_jax.data.task_info import MuppetTask
 
 FAMILIES = ("classification", "regression", "multiple_choice", "span", "summarization")
 

@@ -13,7 +13,8 @@ from jax.sharding import Mesh
 from muppet_jax import checkpointing, hf, partitioning
 from muppet_jax.hf import checkpoint_files
 from muppet_jax.models import bart, encoder, multitask
-from muppet_jax.models.config import BartConfig, ModelConfig, config_from_dict, config_from_hf
+from muppet_jax.models.config import (BartConfig, ModelConfig, config_from_dict, config_from_hf,
+                                     runtime_for)
 from muppet_jax.models.heads import HeadLayout
 
 
@@ -73,7 +74,8 @@ def from_checkpoint(directory: str | os.PathLike, mesh: Mesh | None = None,
   mesh = mesh or default_mesh()
   step, meta = checkpointing.read_model_metadata(directory, step)
   # Checkpoints written before BART support name the config "encoder_config".
-  config = config_from_dict(meta.get("model_config") or meta["encoder_config"]).replace(**runtime)
+  config = config_from_dict(meta.get("model_config") or meta["encoder_config"])
+  config = config.replace(**runtime_for(type(config), runtime))
   layout = None
   if "heads" in meta:
     heads = meta["heads"]

@@ -3,6 +3,7 @@
     python -m muppet_jax.train --config=configs/prefinetune.py:demo --workdir=/tmp/muppet_demo
     python -m muppet_jax.train --config=configs/prefinetune.py --workdir=gs://bucket/run \\
         --config.total_steps=20000 --config.mesh.fsdp=-1
+    python -m muppet_jax.train --config=configs/prefinetune_bart.py --workdir=gs://bucket/bart
 
 A run reads top to bottom: config and input pipeline, starting model, shardings and state
 (fresh, or resumed from the workdir's latest complete checkpoint), the compiled step, then the
@@ -12,6 +13,7 @@ loop with logging, evaluation and checkpoints. SIGTERM (a TPU preemption) saves 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import pathlib
 import signal
@@ -37,22 +39,24 @@ from jax.experimental import multihost_utils  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from muppet_jax import checkpointing, evaluation, losses, partitioning, pretrained  # noqa: E402
-from muppet_jax import trainer  # noqa: E402
+from muppet_jax import checkpointing, evaluation, generation, losses, partitioning  # noqa: E402
+from muppet_jax import pretrained, trainer  # noqa: E402
 from muppet_jax.data import batching, mixing  # noqa: E402
 from muppet_jax.data.task_info import check_prepared  # noqa: E402
 from muppet_jax.errors import UserError  # noqa: E402
 from muppet_jax.hf import checkpoint_files  # noqa: E402
 from muppet_jax.metric_writer import MetricWriter  # noqa: E402
-from muppet_jax.models.config import EncoderConfig  # noqa: E402
+from muppet_jax.models import multitask  # noqa: E402
+from muppet_jax.models.bart import Bart  # noqa: E402
+from muppet_jax.models.config import BartConfig, EncoderConfig, runtime_for  # noqa: E402
 from muppet_jax.models.heads import FAMILY_HEAD_KIND, HeadLayout  # noqa: E402
-from muppet_jax.models.multitask import MultiTaskEncoder, init_variables  # noqa: E402
 
 # Peak dense bf16 FLOP/s per chip, for MFU.
 PEAK_FLOPS = {"TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12,
               "TPU v6 lite": 918e12, "NVIDIA H100": 989e12, "NVIDIA H200": 989e12,
               "NVIDIA A100": 312e12}
-RUNTIME_KEYS = ("dtype", "param_dtype", "attention_impl", "hidden_dropout", "attention_dropout")
+RUNTIME_KEYS = ("dtype", "param_dtype", "attention_impl", "hidden_dropout", "attention_dropout",
+                "activation_dropout")
 
 
 def log(message: str) -> None:
@@ -67,11 +71,10 @@ def _stream_config(config: ml_collections.ConfigDict, **changes: Any) -> batchin
   if d.batching not in ("heterogeneous", "homogeneous"):
     raise UserError(f"data.batching={d.batching!r}; choose heterogeneous or homogeneous")
   fields = dict(mixture=d.mixture, batch_size=d.batch_size // jax.process_count(),
-                max_length=d.max_length, packing=d.packing, max_segments=d.max_segments,
-                seed=d.seed, temperature=d.temperature, rate_cap=d.rate_cap or None,
-                shared_heads=d.shared_heads, homogeneous=d.batching == "homogeneous",
-                exclude_families=("summarization",),  # BART trains those.
-                row_groups=config.microbatches)
+                max_length=d.max_length, target_length=d.target_length, packing=d.packing,
+                max_segments=d.max_segments, seed=d.seed, temperature=d.temperature,
+                rate_cap=d.rate_cap or None, shared_heads=d.shared_heads,
+                homogeneous=d.batching == "homogeneous", row_groups=config.microbatches)
   return batching.StreamConfig(**{**fields, **changes})
 
 
@@ -82,19 +85,35 @@ def _tokenizer_files(vocabulary) -> dict[str, bytes]:
             if (pathlib.Path(tmp) / n).exists()}
 
 
+def _random_config(config: ml_collections.ConfigDict, vocabulary, runtime: dict[str, Any]):
+  m = config.model
+  vocab_size = m.vocab_size or vocabulary.vocab_size
+  if m.architecture == "bart":
+    tokenizer = vocabulary.tokenizer
+    return BartConfig(
+        vocab_size=vocab_size, hidden_size=m.hidden_size, encoder_layers=m.num_layers,
+        decoder_layers=m.num_layers, encoder_heads=m.num_heads, decoder_heads=m.num_heads,
+        encoder_ffn_size=m.intermediate_size, decoder_ffn_size=m.intermediate_size,
+        max_position_embeddings=m.max_position_embeddings, pad_token_id=vocabulary.pad_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.eos_token_id, **runtime)
+  if m.architecture != "roberta":
+    raise UserError(f"model.architecture={m.architecture!r}; choose roberta or bart")
+  return EncoderConfig(
+      vocab_size=vocab_size, hidden_size=m.hidden_size, num_layers=m.num_layers,
+      num_heads=m.num_heads, intermediate_size=m.intermediate_size,
+      max_position_embeddings=m.max_position_embeddings, pad_token_id=vocabulary.pad_id,
+      **runtime_for(EncoderConfig, runtime))
+
+
 def load_start(config: ml_collections.ConfigDict, vocabulary, mesh) -> pretrained.Pretrained:
-  """The starting encoder: Hugging Face, a muppet_jax checkpoint, or random (params None)."""
+  """The starting model: Hugging Face, a muppet_jax checkpoint, or random (params None)."""
   runtime = {k: config.model[k] for k in RUNTIME_KEYS}
   source = config.init_from
   if not source:
-    m = config.model
-    encoder = EncoderConfig(
-        vocab_size=m.vocab_size or vocabulary.vocab_size, hidden_size=m.hidden_size,
-        num_layers=m.num_layers, num_heads=m.num_heads, intermediate_size=m.intermediate_size,
-        max_position_embeddings=m.max_position_embeddings, pad_token_id=vocabulary.pad_id,
-        **runtime)
-    model = pretrained.Pretrained(encoder, None, encoder.to_hf_config(), _tokenizer_files(
-        vocabulary))
+    model_config = _random_config(config, vocabulary, runtime)
+    model = pretrained.Pretrained(model_config, None, model_config.to_hf_config(),
+                                  _tokenizer_files(vocabulary))
   elif pathlib.Path(source).is_dir() and not (pathlib.Path(source) / "config.json").exists():
     _, model = pretrained.from_checkpoint(source, mesh, **runtime)
     model.params = {k: v for k, v in model.params.items() if k != "heads"}  # Heads start fresh.
@@ -107,6 +126,9 @@ def load_start(config: ml_collections.ConfigDict, vocabulary, mesh) -> pretraine
                     f"id {c.pad_token_id}); register the tasks with the model's tokenizer")
   if config.data.max_length > c.max_length:
     raise UserError(f"data.max_length={config.data.max_length} exceeds the model's "
+                    f"{c.max_length} positions")
+  if isinstance(c, BartConfig) and config.data.target_length > c.max_length:
+    raise UserError(f"data.target_length={config.data.target_length} exceeds the model's "
                     f"{c.max_length} positions")
   return model
 
@@ -142,19 +164,37 @@ def _flops(compiled) -> float:
   return float((cost or {}).get("flops", 0.0))
 
 
-def evaluate(config, stream, layout, eval_step, params, batch_sharding) -> dict[str, float]:
-  """Every task's validation metrics, and the mean of each family's primary metric."""
+def generation_config(config: ml_collections.ConfigDict,
+                      model_config: BartConfig) -> generation.GenerationConfig:
+  g = config.eval.generation
+  return generation.GenerationConfig(
+      max_length=g.max_length or config.data.target_length, num_beams=g.num_beams,
+      length_penalty=g.length_penalty, no_repeat_ngram_size=g.no_repeat_ngram_size,
+      min_length=g.min_length,
+      # Summaries are trained as `<s> ... </s>` after the start token.
+      forced_bos_token_id=model_config.bos_token_id,
+      forced_eos_token_id=model_config.eos_token_id)
+
+
+def evaluate(config, stream, layout, eval_step, generate, params,
+             batch_sharding) -> dict[str, float]:
+  """Every task's validation metrics, and the mean of each family's primary metric.
+
+  Summaries are generated (one document per row) and scored with ROUGE against the references.
+  """
   shard = seqio.ShardInfo(jax.process_index(), jax.process_count())
   per_task, families, primary = {}, {}, {}
   eval_bs = config.eval.batch_size // jax.process_count()
   for task in stream.tasks:
+    summarize = task.info.family == "summarization"
     eval_stream = batching.MixtureStream(
         _stream_config(config, mixture=task.name, split="validation", num_epochs=1,
-                       shuffle=False, batch_size=eval_bs, homogeneous=False, row_groups=1),
+                       shuffle=False, batch_size=eval_bs, homogeneous=False, row_groups=1,
+                       packing=config.data.packing and not summarize),
         shard, head_names=layout.names)
     tokenizer = task.output_features["inputs"].vocabulary.tokenizer
-    acc = evaluation.TaskAccumulator(task, lambda ids: tokenizer.decode(ids,
-                                                                         skip_special_tokens=True))
+    decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+    acc = evaluation.TaskAccumulator(task, decode)
     for _ in range(config.eval.max_batches):
       local = next(eval_stream, None)
       # Hosts run out at different times; all keep stepping until every one is done.
@@ -162,9 +202,14 @@ def evaluate(config, stream, layout, eval_step, params, batch_sharding) -> dict[
       if done:
         break
       local = eval_stream.empty_batch() if local is None else local
-      outputs = eval_step(params, _global_batch(local, batch_sharding))
-      gathered = multihost_utils.process_allgather((outputs, local), tiled=True)
-      acc.add(*gathered)
+      batch = _global_batch(local, batch_sharding)
+      if summarize:
+        tokens = generate(params, batch["input_ids"], batch["segment_ids"])
+        gathered = multihost_utils.process_allgather((tokens, local), tiled=True)
+        acc.add_summaries(*gathered)
+      else:
+        outputs = eval_step(params, batch)
+        acc.add(*multihost_utils.process_allgather((outputs, local), tiled=True))
     per_task[task.name] = acc.metrics()
     families[task.name], primary[task.name] = task.info.family, task.info.metrics[0]
   out = {f"eval/{t}/{k}": v for t, m in per_task.items() for k, v in m.items()}
@@ -180,9 +225,9 @@ class StateShapes:
   shardings: trainer.TrainState  # NamedShardings of every part of the train state.
 
 
-def state_shapes(model: MultiTaskEncoder, tx, mesh, rng: jax.Array) -> StateShapes:
+def state_shapes(model: nn.Module, tx, mesh, rng: jax.Array) -> StateShapes:
   """Shapes and shardings of the train state, from `jax.eval_shape` and the rules table."""
-  boxed = jax.eval_shape(lambda r: init_variables(model, r), rng)["params"]
+  boxed = jax.eval_shape(lambda r: multitask.init_variables(model, r), rng)["params"]
   params = nn.meta.unbox(boxed)
   param_sh = partitioning.logical_to_mesh_sharding(nn.get_partition_spec(boxed), params, mesh)
   replicated = NamedSharding(mesh, P())
@@ -191,12 +236,12 @@ def state_shapes(model: MultiTaskEncoder, tx, mesh, rng: jax.Array) -> StateShap
   return StateShapes(params, opt_state, trainer.TrainState(replicated, param_sh, opt_sh))
 
 
-def init_state(model: MultiTaskEncoder, tx, rng: jax.Array, kept: Any,
+def init_state(model: nn.Module, tx, rng: jax.Array, kept: Any,
                shardings: trainer.TrainState) -> trainer.TrainState:
   """A fresh train state, created in its shards: new heads, `kept` (pretrained) params as given."""
 
   def init(r, kept):
-    params = {**nn.meta.unbox(init_variables(model, r))["params"], **kept}
+    params = {**nn.meta.unbox(multitask.init_variables(model, r))["params"], **kept}
     return trainer.TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
 
   return jax.jit(init, out_shardings=shardings)(rng, kept)
@@ -213,18 +258,22 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   if config.data.batch_size % (batch_ways * config.microbatches):
     raise UserError(f"data.batch_size={config.data.batch_size} must be a multiple of data*fsdp "
                     f"({batch_ways}) x microbatches ({config.microbatches})")
-  for task in mixing.mixture_tasks(config.data.mixture):  # Before any tokenizer or data is read.
+  mixture_tasks = mixing.mixture_tasks(config.data.mixture)
+  for task in mixture_tasks:  # Before any tokenizer or data is read.
     check_prepared(task)
-  stream = batching.MixtureStream(_stream_config(config),
-                                  seqio.ShardInfo(jax.process_index(), jax.process_count()))
-  vocabulary = stream.tasks[0].output_features["inputs"].vocabulary
+  vocabulary = mixture_tasks[0].output_features["inputs"].vocabulary
+  start = load_start(config, vocabulary, mesh)
+  seq2seq = isinstance(start.config, BartConfig)
+  # Encoders have no decoder to summarize with; their runs leave summarization tasks out.
+  stream = batching.MixtureStream(
+      _stream_config(config, exclude_families=() if seq2seq else ("summarization",)),
+      seqio.ShardInfo(jax.process_index(), jax.process_count()))
 
   # ------------------------------------------------------------------------------- Model ---
-  start = load_start(config, vocabulary, mesh)
   layout = head_layout(stream)
   table = losses.TaskTable.build(stream.tasks, config.data.max_length, start.config.vocab_size,
-                                 config.loss_scaling)
-  model = MultiTaskEncoder(start.config, layout)
+                                 config.loss_scaling, config.label_smoothing)
+  model = multitask.build(start.config, layout)
   o = config.optimizer
   tx = trainer.make_optimizer(o.learning_rate, o.warmup_steps, config.total_steps,
                               o.weight_decay, o.b1, o.b2, o.eps, o.clip_norm)
@@ -251,12 +300,18 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   state_sh = shapes.shardings
 
   # ---------------------------------------------------------------------- Compiled steps ---
+  r3f = trainer.R3FConfig(config.r3f.weight, config.r3f.noise_type, config.r3f.eps)
   train_step = jax.jit(
-      trainer.make_train_step(model, tx, table, config.microbatches, config.seed),
+      trainer.make_train_step(model, tx, table, config.microbatches, config.seed, r3f),
       in_shardings=(state_sh, batch_sharding), out_shardings=(state_sh, state_sh.step),
       donate_argnums=0)
   eval_step = jax.jit(trainer.make_eval_step(model),
                       in_shardings=(state_sh.params, batch_sharding))
+  generate = None
+  if seq2seq:
+    generate = jax.jit(functools.partial(generation.generate, Bart(start.config),
+                                         config=generation_config(config, start.config)),
+                       in_shardings=(state_sh.params, batch_sharding, batch_sharding))
   example = stream.empty_batch()
   abstract_batch = {k: jax.ShapeDtypeStruct((config.data.batch_size, *v.shape[1:]), v.dtype,
                                             sharding=batch_sharding) for k, v in example.items()}
@@ -310,6 +365,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
       writer.write(step, out)
       log(f"step {step}: loss {out['loss']:.4f} " + " ".join(
           f"{k.split('/')[1]} {v:.3f}" for k, v in out.items() if k.startswith("loss/")) +
+          (f" r3f {out['r3f']:.2e}" if "r3f" in out else "") +
           f" | lr {out['learning_rate']:.2e} | {out['steps_per_second']:.2f} steps/s, "
           f"{out['tokens_per_second']:,.0f} tok/s ({out['real_tokens_per_second']:,.0f} real), "
           f"{out['tflops_per_device']:.2f} TFLOP/s/device" +
@@ -319,7 +375,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
 
     if step % config.eval.every_steps == 0 or step == config.total_steps:
       with partitioning.use_mesh(mesh):
-        last_eval = evaluate(config, stream, layout, eval_step, state.params, batch_sharding)
+        last_eval = evaluate(config, stream, layout, eval_step, generate, state.params,
+                             batch_sharding)
       writer.write(step, last_eval)
       log(f"eval at step {step}: " + ", ".join(
           f"{k[len('eval/family/'):]} {v:.3f}" for k, v in last_eval.items()

@@ -110,3 +110,59 @@ def test_shift_right_restarts_at_every_segment():
   segs = jnp.asarray([[1, 1, 1, 2, 2, 0]])
   np.testing.assert_array_equal(bart.shift_right(ids, segs, start_id=2, pad_id=1),
                                 [[2, 10, 11, 2, 20, 1]])
+
+
+def _bits(x: np.ndarray) -> np.ndarray:
+  return np.ascontiguousarray(x).view(np.uint8)
+
+
+def test_round_trip_through_convert_and_export_is_bit_identical(tiny_bart, tmp_path):
+  from safetensors.numpy import load_file
+
+  from muppet_jax import convert, export
+  convert.convert(str(tiny_bart.path), tmp_path / "ckpt")
+  out = export.export(tmp_path / "ckpt", tmp_path / "hf")
+  original = load_file(tiny_bart.path / "model.safetensors")
+  exported = load_file(out / "model.safetensors")
+  assert sorted(exported) == sorted(original)
+  for name, x in original.items():
+    assert exported[name].dtype == x.dtype and exported[name].shape == x.shape, name
+    np.testing.assert_array_equal(_bits(exported[name]), _bits(x), err_msg=name)
+  model, info = transformers.AutoModelForSeq2SeqLM.from_pretrained(out, output_loading_info=True)
+  assert type(model).__name__ == "BartForConditionalGeneration"
+  assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys",
+                                   "error_msgs"))
+  ids, mask, decoder = hf_fixtures.seq2seq_batch()
+  reference = transformers.BartForConditionalGeneration.from_pretrained(tiny_bart.path).eval()
+  with torch.no_grad():
+    expected = reference(input_ids=ids, attention_mask=mask, decoder_input_ids=decoder).logits
+    got = model.eval()(input_ids=ids, attention_mask=mask, decoder_input_ids=decoder).logits
+  assert torch.equal(expected, got)
+
+
+def test_older_checkpoints_with_tied_copies_and_bare_bart_models_import(tiny_bart, models):
+  from safetensors.numpy import load_file
+
+  from muppet_jax.errors import UserError
+  from muppet_jax.hf import bart_weights
+  _, ours = models
+  tensors = load_file(tiny_bart.path / "model.safetensors")
+  target = pretrained.abstract_params(ours.config, partitioning.make_mesh({"fsdp": 1},
+                                                                          jax.devices()[:1]))
+  shared = tensors["model.shared.weight"]
+  # Older save_pretrained wrote the tied copies; bare BartModel checkpoints lack the `model.`
+  # prefix and final_logits_bias.
+  old = {**tensors, "lm_head.weight": shared, "model.encoder.embed_tokens.weight": shared,
+         "model.decoder.embed_tokens.weight": shared}
+  bare = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+  a = bart_weights.import_params(old, ours.config, target)
+  b = bart_weights.import_params(bare, ours.config, target)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(jax.device_get(ours.params)), strict=True):
+    np.testing.assert_array_equal(x, y)
+  assert not b["final_logits_bias"].any()
+  np.testing.assert_array_equal(b["shared"]["embedding"], shared)
+  with pytest.raises(UserError, match="untied lm_head.weight"):
+    bart_weights.import_params({**tensors, "lm_head.weight": shared + 1}, ours.config, target)
+  with pytest.raises(UserError, match="1 tensor\\(s\\) missing, e.g. model.decoder.layers.2.fc1"):
+    bart_weights.import_params({k: v for k, v in tensors.items()
+                                if k != "model.decoder.layers.2.fc1.weight"}, ours.config, target)

@@ -132,3 +132,30 @@ def test_heterogeneous_batch_loss_is_the_sum_of_its_tasks_losses():
   assert len(parts) == 5
   assert sum(p["count"] for p in parts) == full["count"]
   assert sum(p["loss_sum"] for p in parts) == pytest.approx(float(full["loss_sum"]), rel=1e-5)
+
+
+def test_summary_loss_is_label_smoothed_cross_entropy_over_its_tokens():
+  rng = np.random.default_rng(0)
+  V, eps = 7, 0.1
+  lm_logits = rng.normal(size=(1, 5, V)).astype(np.float32)
+  batch = {"seg_task": np.array([[0, 0, -1]]), "seg_label": np.full((1, 3), -1),
+           "seg_score": np.zeros((1, 3), np.float32), "seg_example": np.array([[0, 1, -1]]),
+           "seg_choice": np.zeros((1, 3), np.int64), "seg_span": np.full((1, 3, 2), -1),
+           "target_ids": np.array([[3, 1, 4, 1, 5]]),
+           "target_segment_ids": np.array([[1, 1, 2, 2, 0]])}
+  outputs = HeadOutputs(jnp.zeros((1, 3, 2)), jnp.zeros((1, 3)), jnp.zeros((1, 3, 4, 2)),
+                        jnp.asarray(lm_logits))
+  table = losses.TaskTable(("sum",), (losses.FAMILIES.index("summarization"),), (1,),
+                           (math.log(V),), label_smoothing=eps)
+  loss, is_example, _ = losses.per_example_losses(outputs, batch, table)
+
+  def token(t):
+    logp = _log_softmax(lm_logits[0, t])
+    return (1 - eps) * -logp[batch["target_ids"][0, t]] + eps * -logp.mean()
+
+  expected = [(token(0) + token(1)) / 2 / math.log(V), (token(2) + token(3)) / 2 / math.log(V)]
+  np.testing.assert_allclose(np.asarray(loss)[0, :2], expected, rtol=1e-5)
+  np.testing.assert_array_equal(is_example[0], [1, 1, 0])
+  uniform = outputs.replace(lm_logits=jnp.zeros_like(outputs.lm_logits))
+  np.testing.assert_allclose(np.asarray(losses.per_example_losses(uniform, batch, table)[0])[0, :2],
+                             1.0, rtol=1e-6)

@@ -24,7 +24,6 @@ from configs import prefinetune
 ROOT = pathlib.Path(__file__).parent.parent
 
 
-
 def _config(**overrides):
   config = prefinetune.get_config("demo")
   config.unlock()
@@ -164,8 +163,9 @@ def test_task_export_matches_the_jax_model(demo_run, tmp_path, task, auto):
   rows = 4 if task == "demo_choice" else 3
   ids, mask = _inputs(model.config.pad_token_id, rows, 20, seed=len(task))
   slots = np.zeros((rows, 1), np.int32)
-  ours = net.apply({"params": model.params}, jnp.asarray(ids), jnp.asarray(mask),
-                   jnp.asarray(slots + head), jnp.asarray(slots))
+  ours = net.apply({"params": model.params},
+                   {"input_ids": jnp.asarray(ids), "segment_ids": jnp.asarray(mask),
+                    "seg_head": jnp.asarray(slots + head), "seg_start": jnp.asarray(slots)})
   with torch.no_grad():
     if task == "demo_choice":
       got = hf.eval()(input_ids=torch.tensor(ids)[None], attention_mask=torch.tensor(mask)[None])

@@ -1,5 +1,6 @@
-"""The compiled train step on 8 fake CPU devices: sharded equals single-device, one compilation
-over many steps with changing task mixes, and gradient accumulation equals one big batch."""
+"""The compiled train step on 8 fake CPU devices, for RoBERTa and for BART with summaries in
+every batch: sharded equals single-device, one compilation over many steps with changing task
+mixes, and gradient accumulation equals one big batch."""
 
 import jax
 import numpy as np
@@ -8,24 +9,31 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from muppet_jax import losses, partitioning, trainer
 from muppet_jax.data.batching import MixtureStream, StreamConfig
-from muppet_jax.models import EncoderConfig
-from muppet_jax.models.multitask import MultiTaskEncoder
+from muppet_jax.models.config import BartConfig, EncoderConfig
+from muppet_jax.models.multitask import build
 from muppet_jax.train import head_layout, init_state, state_shapes
 
 ROWS = 16
 
 
-@pytest.fixture(scope="module")
-def setup():
+@pytest.fixture(scope="module", params=["roberta", "bart"])
+def setup(request):
+  bart = request.param == "bart"
   # Four row groups, so the same batches also serve the 4-microbatch step.
   stream = MixtureStream(StreamConfig("muppet_demo", batch_size=ROWS, max_length=64,
-                                      max_segments=8, exclude_families=("summarization",),
-                                      row_groups=4))
+                                      target_length=24, max_segments=8, row_groups=4,
+                                      exclude_families=() if bart else ("summarization",)))
   batches = [next(stream) for _ in range(4)]
-  config = EncoderConfig(vocab_size=1000, hidden_size=64, num_layers=2, num_heads=4,
-                         intermediate_size=128, max_position_embeddings=66,
-                         hidden_dropout=0.0, attention_dropout=0.0)
-  model = MultiTaskEncoder(config, head_layout(stream))
+  if bart:
+    config = BartConfig(vocab_size=1000, hidden_size=64, encoder_layers=2, decoder_layers=1,
+                        encoder_heads=4, decoder_heads=4, encoder_ffn_size=128,
+                        decoder_ffn_size=128, max_position_embeddings=64, hidden_dropout=0.0)
+    assert all((b["target_segment_ids"] > 0).any() for b in batches)  # Summaries everywhere.
+  else:
+    config = EncoderConfig(vocab_size=1000, hidden_size=64, num_layers=2, num_heads=4,
+                           intermediate_size=128, max_position_embeddings=66,
+                           hidden_dropout=0.0, attention_dropout=0.0)
+  model = build(config, head_layout(stream))
   table = losses.TaskTable.build(stream.tasks, 64, 1000)
   tx = trainer.make_optimizer(1e-3, 2, 100)
   return model, table, tx, batches
@@ -53,7 +61,9 @@ def test_sharded_step_equals_single_device(setup, mesh_axes):
   single, single_losses, _ = _run(setup, {"data": 1}, devices=jax.devices()[:1])
   sharded, sharded_losses, _ = _run(setup, mesh_axes)
   np.testing.assert_allclose(sharded_losses, single_losses, rtol=1e-5)
-  kernel = sharded.params["encoder"]["layers_0"]["mlp"]["intermediate"]["kernel"]
+  params = sharded.params
+  kernel = (params["encoder_layers_0"]["mlp"]["fc1"]["kernel"] if "shared" in params
+            else params["encoder"]["layers_0"]["mlp"]["intermediate"]["kernel"])
   if mesh_axes.get("fsdp"):
     assert kernel.sharding.spec[0] == "fsdp"  # Parameters really are sharded.
   for a, b in zip(jax.tree.leaves(sharded.params), jax.tree.leaves(single.params), strict=True):

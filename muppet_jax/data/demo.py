@@ -122,7 +122,7 @@ DEMO_TASKS: dict[str, tuple[str, int, Callable[[random.Random], Example], int, i
     "demo_similarity": ("regression", 1, _similarity, 1500, 200),
     "demo_choice": ("multiple_choice", 4, _choice, 2000, 200),
     "demo_span": ("span", 1, _span, 2500, 200),
-    "demo_summarize": ("summarization", 1, _summarize, 2000, 200),
+    "demo_summarize": ("summarization", 1, _summarize, 6000, 200),
 }
 
 
@@ -144,7 +144,7 @@ def _corpus() -> list[str]:
   return texts
 
 
-TOKENIZER_DIR = "demo_tokenizer_v2"  # Bump when the demo texts change.
+TOKENIZER_DIR = "demo_tokenizer_v3"  # Bump when the demo texts change.
 
 
 def cache_dir() -> pathlib.Path:

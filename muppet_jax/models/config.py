@@ -283,11 +283,16 @@ class BartConfig:
 ModelConfig = EncoderConfig | BartConfig
 
 
+def runtime_for(cls: type, runtime: Mapping[str, Any]) -> dict[str, Any]:
+  """The runtime settings `cls` has (activation_dropout is BART's only)."""
+  names = {f.name for f in dataclasses.fields(cls)}
+  return {k: v for k, v in runtime.items() if k in names}
+
+
 def config_from_hf(hf: Mapping[str, Any], **runtime: Any) -> ModelConfig:
   """The model config of a Hugging Face config.json, BART or encoder."""
-  if hf.get("model_type") == "bart":
-    return BartConfig.from_hf_config(hf, **runtime)
-  return EncoderConfig.from_hf_config(hf, **runtime)
+  cls = BartConfig if hf.get("model_type") == "bart" else EncoderConfig
+  return cls.from_hf_config(hf, **runtime_for(cls, runtime))
 
 
 def config_from_dict(d: Mapping[str, Any]) -> ModelConfig:
