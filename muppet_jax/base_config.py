@@ -40,6 +40,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint = ml_collections.ConfigDict(dict(every_steps=1000, keep=3))
   c.eval = ml_collections.ConfigDict(dict(
       every_steps=2000, batch_size=64, max_batches=50,
+      at_start=False,  # Also evaluate the starting model (step 0).
       # Summaries are generated (BART's summarizers' settings) and scored with ROUGE.
       # max_length 0: data.target_length.
       generation=ml_collections.ConfigDict(dict(

@@ -176,14 +176,15 @@ def generation_config(config: ml_collections.ConfigDict,
       forced_eos_token_id=model_config.eos_token_id)
 
 
-def evaluate(config, stream, layout, eval_step, generate, params,
-             batch_sharding) -> dict[str, float]:
-  """Every task's validation metrics, and the mean of each family's primary metric.
+def evaluate(config, stream, layout, eval_step, generate, params, batch_sharding
+             ) -> tuple[dict[str, float], dict[str, tuple[str, str]]]:
+  """Every task's validation metrics and the mean of each family's primary metric; and for each
+  summarization task its first (generated, reference) summary.
 
   Summaries are generated (one document per row) and scored with ROUGE against the references.
   """
   shard = seqio.ShardInfo(jax.process_index(), jax.process_count())
-  per_task, families, primary = {}, {}, {}
+  per_task, families, primary, samples = {}, {}, {}, {}
   eval_bs = config.eval.batch_size // jax.process_count()
   for task in stream.tasks:
     summarize = task.info.family == "summarization"
@@ -212,10 +213,12 @@ def evaluate(config, stream, layout, eval_step, generate, params,
         acc.add(*multihost_utils.process_allgather((outputs, local), tiled=True))
     per_task[task.name] = acc.metrics()
     families[task.name], primary[task.name] = task.info.family, task.info.metrics[0]
+    if summarize and acc.pred:
+      samples[task.name] = (acc.pred[0], acc.gold[0])
   out = {f"eval/{t}/{k}": v for t, m in per_task.items() for k, v in m.items()}
   out.update({f"eval/family/{f}": v for f, v in
               evaluation.family_averages(per_task, families, primary).items()})
-  return out
+  return out, samples
 
 
 @dataclasses.dataclass
@@ -332,7 +335,22 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   preempted = []
   signal.signal(signal.SIGTERM, lambda *_: preempted.append(True))
   writer = MetricWriter(workdir)
+
+  def run_evaluation(step: int) -> dict[str, float]:
+    with partitioning.use_mesh(mesh):
+      metrics, samples = evaluate(config, stream, layout, eval_step, generate, state.params,
+                                  batch_sharding)
+    writer.write(step, metrics)
+    log(f"eval at step {step}: " + ", ".join(
+        f"{k[len('eval/family/'):]} {v:.3f}" for k, v in metrics.items()
+        if k.startswith("eval/family/")))
+    for task, (generated, reference) in samples.items():
+      log(f"  {task}: {generated!r} (reference: {reference!r})")
+    return metrics
+
   sums, real_tokens, last_eval = None, 0, {}
+  if config.eval.at_start and first_step == 0:  # The starting point, to compare against.
+    last_eval = run_evaluation(0)
   tick, tick_step = time.perf_counter(), first_step
   # The bar is for terminals; logs redirected to a file get the ETA in each console line.
   bar = tqdm.tqdm(total=config.total_steps, initial=first_step, desc="train", unit="step",
@@ -374,13 +392,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
       sums, real_tokens, tick, tick_step = None, 0, time.perf_counter(), step
 
     if step % config.eval.every_steps == 0 or step == config.total_steps:
-      with partitioning.use_mesh(mesh):
-        last_eval = evaluate(config, stream, layout, eval_step, generate, state.params,
-                             batch_sharding)
-      writer.write(step, last_eval)
-      log(f"eval at step {step}: " + ", ".join(
-          f"{k[len('eval/family/'):]} {v:.3f}" for k, v in last_eval.items()
-          if k.startswith("eval/family/")))
+      last_eval = run_evaluation(step)
 
     stop = bool(preempted) if jax.process_count() == 1 else bool(
         multihost_utils.process_allgather(np.asarray(bool(preempted))).any())

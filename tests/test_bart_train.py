@@ -52,6 +52,9 @@ def test_run_trains_every_family_with_summaries_and_reports_rouge(bart_run):
     assert 0.0 <= metrics[f"eval/demo_summarize/{name}"] <= 1.0
   assert metrics["eval/demo_summarize/examples"] == 32  # 2 batches of 16 documents.
   assert "eval/family/summarization" in metrics
+  # The demo preset also evaluates the starting model, for comparison.
+  evals = [m for m in lines if "eval/family/summarization" in m]
+  assert [m["step"] for m in evals] == [0, 40]
 
 
 def test_export_is_a_complete_bart_for_conditional_generation(bart_run, tmp_path):
