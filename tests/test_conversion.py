@@ -17,6 +17,7 @@ from safetensors.numpy import load_file
 from muppet_jax import convert, export, pretrained
 from muppet_jax.errors import UserError
 from muppet_jax.hf import checkpoint_files, encoder_weights
+from muppet_jax.models.config import EncoderConfig
 from tests import hf_fixtures
 
 
@@ -102,7 +103,7 @@ def test_old_layer_norm_names_and_tied_decoder_copies_are_understood(tmp_path):
          v for k, v in tensors.items()}
   old["cls.predictions.decoder.weight"] = tensors["bert.embeddings.word_embeddings.weight"]
   old["bert.pooler.dense.weight"] = np.zeros((32, 32), np.float32)  # Unused by a masked LM.
-  config = pretrained.EncoderConfig.from_hf_config(model.config.to_dict())
+  config = EncoderConfig.from_hf_config(model.config.to_dict())
   target = pretrained.abstract_params(config, pretrained.default_mesh())
   a = encoder_weights.import_params(tensors, config, target)
   b = encoder_weights.import_params(old, config, target)

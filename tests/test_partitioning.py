@@ -109,3 +109,21 @@ def test_every_parameter_has_logical_names_from_the_rules_table(param_dtype):
     assert isinstance(leaf, nn.Partitioned), leaf
     assert len(leaf.names) == leaf.value.ndim and set(leaf.names) <= known, leaf.names
     assert leaf.value.dtype == jnp.dtype(param_dtype)
+
+
+def test_every_bart_parameter_has_logical_names_from_the_rules_table():
+  from muppet_jax.models import bart
+  from muppet_jax.models.config import bart_config
+  model = bart.Bart(bart_config("tiny"))
+  boxed = jax.eval_shape(lambda r: bart.init_variables(model, r), jax.random.key(0))["params"]
+  leaves = jax.tree.leaves(boxed, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+  known = {name for name, _ in partitioning.LOGICAL_AXIS_RULES}
+  # shared + final_logits_bias, 2 x (positions + LayerNorm), 16 per encoder layer, 26 per
+  # decoder layer (cross-attention and its LayerNorm).
+  assert len(leaves) == 2 + 2 * 3 + 2 * 16 + 2 * 26
+  for leaf in leaves:
+    assert isinstance(leaf, nn.Partitioned), leaf
+    assert len(leaf.names) == leaf.value.ndim, leaf.names
+    # Only final_logits_bias's leading axis of size 1 (kept for Hugging Face's shape) is unnamed.
+    assert all(name in known or (name is None and size == 1)
+               for name, size in zip(leaf.names, leaf.value.shape)), leaf.names

@@ -19,6 +19,17 @@ DTYPES = ("float32", "bfloat16", "float16")
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
 
 
+def _check_common(config: Any, check: Any) -> None:
+  """The checks of the fields both configs have."""
+  check(config.dtype in DTYPES, f"dtype={config.dtype!r}; choose one of {DTYPES}")
+  check(config.param_dtype in DTYPES,
+        f"param_dtype={config.param_dtype!r}; choose one of {DTYPES}")
+  check(config.attention_impl in ATTENTION_IMPLS,
+        f"attention_impl={config.attention_impl!r}; choose one of {ATTENTION_IMPLS}")
+  check(config.hidden_act in ACTIVATIONS,
+        f"hidden_act={config.hidden_act!r} is not supported; supported: {ACTIVATIONS}")
+
+
 @dataclasses.dataclass(frozen=True)
 class EncoderConfig:
   """A RoBERTa- or BERT-architecture encoder.
@@ -59,12 +70,7 @@ class EncoderConfig:
           f"{', '.join(SUPPORTED_MODEL_TYPES)}")
     check(self.hidden_size % self.num_heads == 0,
           f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}")
-    check(self.dtype in DTYPES, f"dtype={self.dtype!r}; choose one of {DTYPES}")
-    check(self.param_dtype in DTYPES, f"param_dtype={self.param_dtype!r}; choose one of {DTYPES}")
-    check(self.attention_impl in ATTENTION_IMPLS,
-          f"attention_impl={self.attention_impl!r}; choose one of {ATTENTION_IMPLS}")
-    check(self.hidden_act in ACTIVATIONS,
-          f"hidden_act={self.hidden_act!r} is not supported; supported: {ACTIVATIONS}")
+    _check_common(self, check)
 
   @property
   def head_dim(self) -> int:
@@ -214,12 +220,7 @@ class BartConfig:
       heads = getattr(self, f"{side}_heads")
       check(self.hidden_size % heads == 0,
             f"hidden_size={self.hidden_size} is not divisible by {side}_heads={heads}")
-    check(self.dtype in DTYPES, f"dtype={self.dtype!r}; choose one of {DTYPES}")
-    check(self.param_dtype in DTYPES, f"param_dtype={self.param_dtype!r}; choose one of {DTYPES}")
-    check(self.attention_impl in ATTENTION_IMPLS,
-          f"attention_impl={self.attention_impl!r}; choose one of {ATTENTION_IMPLS}")
-    check(self.hidden_act in ACTIVATIONS,
-          f"hidden_act={self.hidden_act!r} is not supported; supported: {ACTIVATIONS}")
+    _check_common(self, check)
 
   @property
   def max_length(self) -> int:
