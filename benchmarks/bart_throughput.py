@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from muppet_jax import generation, losses, trainer
+from muppet_jax import generation, losses, r3f, trainer
 from muppet_jax.models import bart, multitask
 from muppet_jax.models.config import bart_config
 from muppet_jax.models.heads import HeadLayout
@@ -86,8 +86,8 @@ def train(args: argparse.Namespace) -> None:
   params = jax.jit(lambda r: nn.meta.unbox(multitask.init_variables(model, r))["params"])(
       jax.random.key(0))
   state = trainer.TrainState(jnp.zeros((), jnp.int32), params, jax.jit(tx.init)(params))
-  r3f = trainer.R3FConfig(1.0 if args.r3f else 0.0)
-  step = jax.jit(trainer.make_train_step(model, tx, table, args.microbatches, 0, r3f),
+  regularizer = r3f.R3FConfig(1.0 if args.r3f else 0.0)
+  step = jax.jit(trainer.make_train_step(model, tx, table, args.microbatches, 0, regularizer),
                  donate_argnums=0)
   batch = jax.tree.map(jnp.asarray, synthetic_batch(args.batch, args.length, args.target_length,
                                                     args.segments, config.vocab_size))

@@ -15,6 +15,7 @@ penalty measures sensitivity to the embedding noise alone (and is exactly 0 with
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Mapping
 
 import jax
@@ -25,6 +26,15 @@ from muppet_jax.errors import UserError
 from muppet_jax.models.heads import HeadOutputs
 
 NOISE_TYPES = ("uniform", "normal")
+
+
+@dataclasses.dataclass(frozen=True)
+class R3FConfig:
+  """loss + weight * penalty, with `noise_type` noise of scale `eps`; off when weight is 0."""
+
+  weight: float = 0.0
+  noise_type: str = "uniform"
+  eps: float = 1e-5
 
 
 def sample_noise(rng: jax.Array, shape: tuple[int, ...], noise_type: str, eps: float) -> jax.Array:

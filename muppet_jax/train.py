@@ -40,7 +40,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from muppet_jax import checkpointing, evaluation, generation, losses, partitioning  # noqa: E402
-from muppet_jax import pretrained, trainer  # noqa: E402
+from muppet_jax import pretrained, r3f, trainer  # noqa: E402
 from muppet_jax.data import batching, mixing  # noqa: E402
 from muppet_jax.data.task_info import check_prepared  # noqa: E402
 from muppet_jax.errors import UserError  # noqa: E402
@@ -303,9 +303,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   state_sh = shapes.shardings
 
   # ---------------------------------------------------------------------- Compiled steps ---
-  r3f = trainer.R3FConfig(config.r3f.weight, config.r3f.noise_type, config.r3f.eps)
+  regularizer = r3f.R3FConfig(config.r3f.weight, config.r3f.noise_type, config.r3f.eps)
   train_step = jax.jit(
-      trainer.make_train_step(model, tx, table, config.microbatches, config.seed, r3f),
+      trainer.make_train_step(model, tx, table, config.microbatches, config.seed, regularizer),
       in_shardings=(state_sh, batch_sharding), out_shardings=(state_sh, state_sh.step),
       donate_argnums=0)
   eval_step = jax.jit(trainer.make_eval_step(model),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Callable, Mapping
 
 import flax.linen as nn
@@ -29,15 +28,6 @@ def learning_rate_schedule(peak: float, warmup_steps: int, total_steps: int) -> 
   return optax.join_schedules(
       [optax.linear_schedule(0.0, peak, max(warmup_steps, 1)),
        optax.linear_schedule(peak, 0.0, max(total_steps - warmup_steps, 1))], [warmup_steps])
-
-
-@dataclasses.dataclass(frozen=True)
-class R3FConfig:
-  """The R3F penalty (`muppet_jax.r3f`): loss + weight * penalty; off when weight is 0."""
-
-  weight: float = 0.0
-  noise_type: str = "uniform"
-  eps: float = 1e-5
 
 
 def _trainable_label(path, _) -> str:
@@ -84,7 +74,7 @@ def _microbatches(batch: Batch, n: int) -> Batch:
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, table: losses.TaskTable,
-                    microbatches: int, seed: int, r3f_config: R3FConfig = R3FConfig()
+                    microbatches: int, seed: int, r3f_config: r3f.R3FConfig = r3f.R3FConfig()
                     ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
   """The pure train step: gradients of the mean scaled loss (plus the R3F penalty, if on) over
   the whole batch, accumulated over `microbatches`, then one optimizer update. Dropout and noise

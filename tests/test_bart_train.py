@@ -34,10 +34,11 @@ def _config(**overrides):
 
 @pytest.fixture(scope="module")
 def bart_run(tmp_path_factory):
-  """40 steps on muppet_demo from a tiny Hugging Face BART covering the demo vocabulary."""
+  """40 steps on muppet_demo from a tiny Hugging Face BART covering the demo vocabulary, with R3F
+  as in the bart_large preset."""
   root = tmp_path_factory.mktemp("bart_run")
   hf_fixtures.tiny_bart(vocab_size=1000, max_position_embeddings=130).save_pretrained(root / "hf")
-  metrics = train(_config(init_from=str(root / "hf")), str(root / "run"))
+  metrics = train(_config(init_from=str(root / "hf"), **{"r3f.weight": 1.0}), str(root / "run"))
   return root, metrics
 
 
@@ -48,6 +49,7 @@ def test_run_trains_every_family_with_summaries_and_reports_rouge(bart_run):
   for family in ("classification", "regression", "multiple_choice", "span", "summarization"):
     assert f"loss/{family}" in train_lines[-1], family
   assert train_lines[-1]["loss/summarization"] < train_lines[0]["loss/summarization"]
+  assert all(m["r3f"] > 0 for m in train_lines)
   for name in ("rouge1", "rouge2", "rougeL"):
     assert 0.0 <= metrics[f"eval/demo_summarize/{name}"] <= 1.0
   assert metrics["eval/demo_summarize/examples"] == 32  # 2 batches of 16 documents.
@@ -65,8 +67,10 @@ def test_export_is_a_complete_bart_for_conditional_generation(bart_run, tmp_path
   assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
   _, model = pretrained.from_checkpoint(root / "run" / "checkpoints")
   original = hf_fixtures.tiny_bart(vocab_size=1000, max_position_embeddings=130)
-  # The pre-finetuned weights were exported, not the starting ones.
+  # The pre-finetuned weights were exported, not the starting ones; the final_logits_bias buffer
+  # was not trained.
   assert not torch.equal(hf.model.shared.weight, original.model.shared.weight)
+  assert torch.equal(hf.final_logits_bias, original.final_logits_bias)
   ids, mask, decoder = hf_fixtures.seq2seq_batch()
   with torch.no_grad():
     expected = hf.eval()(input_ids=ids, attention_mask=mask, decoder_input_ids=decoder).logits

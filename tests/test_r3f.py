@@ -121,7 +121,7 @@ def test_train_step_adds_the_weighted_penalty(setup):
   # At random init the heads' outputs barely depend on the input, so the penalty is tiny: a large
   # weight makes its gradient visible.
   _, on = jax.jit(trainer.make_train_step(model, tx, table, 1, 0,
-                                          trainer.R3FConfig(1e4, "normal", 0.1)))(state, batch)
+                                          r3f.R3FConfig(1e4, "normal", 0.1)))(state, batch)
   assert "r3f_sum" not in off and float(on["r3f_sum"]) > 0
   assert float(on["loss_sum"]) == pytest.approx(float(off["loss_sum"]), rel=1e-6)
   assert float(on["grad_norm"]) != pytest.approx(float(off["grad_norm"]), rel=1e-6)
