@@ -81,7 +81,7 @@ def per_example_sum(values: jax.Array, example: jax.Array, n: int) -> jax.Array:
 def target_segment_mean(per_token: jax.Array, target_segment_ids: jax.Array,
                         num_segments: int) -> jax.Array:
   """[B, T] per target token -> [B, S]: the mean over each segment's target tokens."""
-  slots = jnp.arange(num_segments, dtype=target_segment_ids.dtype) + 1
+  slots = jnp.arange(num_segments) + 1
   member = (target_segment_ids[:, :, None] == slots).astype(jnp.float32)  # [B, T, S]
   total = jnp.einsum("bt,bts->bs", per_token, member)
   return total / jnp.maximum(member.sum(axis=1), 1.0)

@@ -54,7 +54,7 @@ class MultiTaskEncoder(nn.Module):
 
 def segment_ends(segment_ids: jax.Array, num_segments: int) -> jax.Array:
   """[B, S]: the position of each segment's last token (0 for empty slots)."""
-  slots = jnp.arange(num_segments, dtype=segment_ids.dtype) + 1
+  slots = jnp.arange(num_segments) + 1
   in_segment = segment_ids[:, None, :] == slots[None, :, None]
   return jnp.max(jnp.where(in_segment, jnp.arange(segment_ids.shape[-1]), 0), axis=-1)
 
