@@ -27,12 +27,13 @@ def _symmetric_kl(a, b):
 
 
 def test_penalty_per_family_matches_numpy():
-  rng = np.random.default_rng(0)
   L, V = 6, 11
   table = losses.TaskTable(("cls", "reg", "mc", "span", "sum"), (0, 1, 2, 3, 4), (3, 1, 2, 1, 1),
                            (math.log(3), 1.0, math.log(2), math.log(L), math.log(V)))
-  batch = {"seg_task": np.array([[0, 1, 2, 2, 3, 4]]), "seg_example": np.array([[0, 1, 2, 2, 3, 4]]),
-           "seg_choice": np.array([[0, 0, 0, 1, 0, 0]]), "seg_label": np.array([[1, -1, 0, 0, -1, -1]]),
+  batch = {"seg_task": np.array([[0, 1, 2, 2, 3, 4]]),
+           "seg_example": np.array([[0, 1, 2, 2, 3, 4]]),
+           "seg_choice": np.array([[0, 0, 0, 1, 0, 0]]),
+           "seg_label": np.array([[1, -1, 0, 0, -1, -1]]),
            "target_segment_ids": np.array([[6, 6, 6, 0]])}
 
   def outputs(seed):
