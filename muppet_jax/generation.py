@@ -75,11 +75,12 @@ def _process(scores: jax.Array, sequences: jax.Array, cur_len: jax.Array,
 
 def _encode_and_cache(model: Bart, params: Any, input_ids: jax.Array, segment_ids: jax.Array,
                       copies: int, max_length: int):
+  """The decoding cache and encoder segment ids, each example's repeated `copies` (beams) times;
+  the encoder and the cross-attention projections run once per example."""
   encoded = model.apply({"params": params}, input_ids, segment_ids, method=Bart.encode)
-  encoded = jnp.repeat(encoded, copies, axis=0)
-  segment_ids = jnp.repeat(segment_ids, copies, axis=0)
   cache = model.apply({"params": params}, encoded, max_length, method=Bart.init_cache)
-  return cache, segment_ids
+  repeat = lambda x: jnp.repeat(x, copies, axis=0)  # noqa: E731
+  return jax.tree.map(repeat, cache), repeat(segment_ids)
 
 
 def greedy_search(model: Bart, params: Any, input_ids: jax.Array, segment_ids: jax.Array,

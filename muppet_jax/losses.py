@@ -12,7 +12,7 @@ not per choice).
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -98,6 +98,40 @@ def _summary_losses(lm_logits: jax.Array | None, batch: Mapping[str, jax.Array],
   return target_segment_mean(per_token, batch["target_segment_ids"], num_segments)
 
 
+class Segments(NamedTuple):
+  """Per-segment facts of a batch, [B, S] each."""
+
+  task: jax.Array  # Index into the TaskTable (0 for empty slots).
+  family: jax.Array  # Index into FAMILIES.
+  classes: jax.Array
+  is_choice: jax.Array  # A choice of a multiple-choice example.
+  is_example: jax.Array  # Counted as an example: not empty, not a non-first choice.
+
+
+def segments(batch: Mapping[str, jax.Array], table: TaskTable) -> Segments:
+  task = jnp.maximum(batch["seg_task"], 0)
+  valid = batch["seg_task"] >= 0
+  family = jnp.asarray(table.families, jnp.int32)[task]
+  is_choice = valid & (family == FAMILIES.index("multiple_choice"))
+  return Segments(task, family, jnp.asarray(table.num_classes, jnp.int32)[task], is_choice,
+                  valid & (~is_choice | (batch["seg_choice"] == 0)))
+
+
+def task_class_logits(outputs: HeadOutputs, classes: jax.Array) -> jax.Array:
+  """float32 classification logits with the classes a segment's task lacks masked out."""
+  logits = outputs.class_logits.astype(jnp.float32)
+  return jnp.where(jnp.arange(logits.shape[-1]) < classes[..., None], logits, -1e30)
+
+
+def scaled_per_example(per_family: Sequence[jax.Array], segs: Segments,
+                       table: TaskTable) -> jax.Array:
+  """Each segment's value from its family's entry of `per_family` (in FAMILIES order), divided
+  by its task's divisor, 0 where the segment is not an example."""
+  value = jnp.select([segs.family == i for i in range(len(FAMILIES))], list(per_family))
+  value = value / jnp.asarray(table.divisors, jnp.float32)[segs.task]
+  return jnp.where(segs.is_example, value, 0.0)
+
+
 def per_example_losses(outputs: HeadOutputs, batch: Mapping[str, jax.Array], table: TaskTable,
                        example_slots: int | None = None
                        ) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -105,31 +139,19 @@ def per_example_losses(outputs: HeadOutputs, batch: Mapping[str, jax.Array], tab
 
   A segment is an example unless it is a non-first choice of a multiple-choice example.
   """
-  task = jnp.maximum(batch["seg_task"], 0)
-  valid = batch["seg_task"] >= 0
-  family = jnp.asarray(table.families, jnp.int32)[task]
-  classes = jnp.asarray(table.num_classes, jnp.int32)[task]
-
-  logits = outputs.class_logits.astype(jnp.float32)
-  logits = jnp.where(jnp.arange(logits.shape[-1]) < classes[..., None], logits, -1e30)
-  classification = _cross_entropy(logits, batch["seg_label"])
+  segs = segments(batch, table)
+  classification = _cross_entropy(task_class_logits(outputs, segs.classes), batch["seg_label"])
   regression = (outputs.class_logits[..., 0].astype(jnp.float32) - batch["seg_score"]) ** 2
-  is_choice = valid & (family == FAMILIES.index("multiple_choice"))
   log_probs, example, n = choice_log_probs(outputs.choice_scores.astype(jnp.float32), batch,
-                                           is_choice, example_slots)
+                                           segs.is_choice, example_slots)
   correct = batch["seg_choice"] == batch["seg_label"]
-  choice = -per_example_sum(jnp.where(correct & is_choice, log_probs, 0.0), example, n)
+  choice = -per_example_sum(jnp.where(correct & segs.is_choice, log_probs, 0.0), example, n)
   span_logits = outputs.span_logits.astype(jnp.float32)
   span = 0.5 * (_cross_entropy(span_logits[..., 0], batch["seg_span"][..., 0]) +
                 _cross_entropy(span_logits[..., 1], batch["seg_span"][..., 1]))
-
-  summary = _summary_losses(outputs.lm_logits, batch, task.shape[1], table.label_smoothing)
-
-  loss = jnp.select([family == i for i in range(len(FAMILIES))],
-                    [classification, regression, choice, span, summary])
-  loss = loss / jnp.asarray(table.divisors, jnp.float32)[task]
-  is_example = valid & (~is_choice | (batch["seg_choice"] == 0))
-  return jnp.where(is_example, loss, 0.0), is_example, family
+  summary = _summary_losses(outputs.lm_logits, batch, segs.task.shape[1], table.label_smoothing)
+  loss = scaled_per_example([classification, regression, choice, span, summary], segs, table)
+  return loss, segs.is_example, segs.family
 
 
 def _sum_names() -> list[str]:

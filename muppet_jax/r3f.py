@@ -57,34 +57,23 @@ def per_example_penalty(clean: HeadOutputs, noised: HeadOutputs, batch: Mapping[
                         table: losses.TaskTable, example_slots: int | None = None
                         ) -> tuple[jax.Array, jax.Array]:
   """(scaled penalty, is-example mask), each [B, S]; examples as in `losses.per_example_losses`."""
-  task = jnp.maximum(batch["seg_task"], 0)
-  valid = batch["seg_task"] >= 0
-  family = jnp.asarray(table.families, jnp.int32)[task]
-  classes = jnp.asarray(table.num_classes, jnp.int32)[task]
-
-  def class_logits(outputs):
-    logits = outputs.class_logits.astype(jnp.float32)
-    return jnp.where(jnp.arange(logits.shape[-1]) < classes[..., None], logits, -1e30)
-
-  classification = _symmetric_kl(class_logits(clean), class_logits(noised))
+  segs = losses.segments(batch, table)
+  classification = _symmetric_kl(losses.task_class_logits(clean, segs.classes),
+                                 losses.task_class_logits(noised, segs.classes))
   regression = (clean.class_logits[..., 0].astype(jnp.float32) -
                 noised.class_logits[..., 0].astype(jnp.float32)) ** 2
-  is_choice = valid & (family == losses.FAMILIES.index("multiple_choice"))
   log_p, example, n = losses.choice_log_probs(clean.choice_scores.astype(jnp.float32), batch,
-                                              is_choice, example_slots)
+                                              segs.is_choice, example_slots)
   log_q, _, _ = losses.choice_log_probs(noised.choice_scores.astype(jnp.float32), batch,
-                                        is_choice, example_slots)
+                                        segs.is_choice, example_slots)
   per_choice = (jnp.exp(log_p) - jnp.exp(log_q)) * (log_p - log_q)
-  choice = losses.per_example_sum(jnp.where(is_choice, per_choice, 0.0), example, n)
+  choice = losses.per_example_sum(jnp.where(segs.is_choice, per_choice, 0.0), example, n)
   span = 0.5 * (_symmetric_kl(clean.span_logits[..., 0], noised.span_logits[..., 0]) +
                 _symmetric_kl(clean.span_logits[..., 1], noised.span_logits[..., 1]))
   summary = jnp.zeros_like(classification)
   if clean.lm_logits is not None:
     summary = losses.target_segment_mean(_symmetric_kl(clean.lm_logits, noised.lm_logits),
-                                         batch["target_segment_ids"], task.shape[1])
-
-  penalty = jnp.select([family == i for i in range(len(losses.FAMILIES))],
-                       [classification, regression, choice, span, summary])
-  penalty = penalty / jnp.asarray(table.divisors, jnp.float32)[task]
-  is_example = valid & (~is_choice | (batch["seg_choice"] == 0))
-  return jnp.where(is_example, penalty, 0.0), is_example
+                                         batch["target_segment_ids"], segs.task.shape[1])
+  penalty = losses.scaled_per_example([classification, regression, choice, span, summary], segs,
+                                      table)
+  return penalty, segs.is_example

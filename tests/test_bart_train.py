@@ -20,16 +20,11 @@ from muppet_jax.models.bart import Bart
 from muppet_jax.models.config import BartConfig
 from muppet_jax.models.multitask import MultiTaskBart, init_variables
 from muppet_jax.train import head_layout, train
-from tests import hf_fixtures
+from tests import hf_fixtures, run_helpers
 
 
 def _config(**overrides):
-  config = prefinetune_bart.get_config("demo")
-  config.unlock()
-  config.update_from_flattened_dict({"total_steps": 40, "log_every_steps": 10,
-                                     "eval.every_steps": 40, "eval.max_batches": 2,
-                                     "checkpoint.every_steps": 40, **overrides})
-  return config
+  return run_helpers.short_demo(prefinetune_bart, **{"checkpoint.every_steps": 40, **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -80,17 +75,6 @@ def test_export_is_a_complete_bart_for_conditional_generation(bart_run, tmp_path
   np.testing.assert_allclose(np.asarray(got.logits), expected.numpy(), atol=1e-4)
 
 
-def _inputs(rows, length, seed):
-  rng = np.random.default_rng(seed)
-  ids = rng.integers(5, 900, (rows, length))
-  ids[:, 0] = 0
-  mask = np.ones_like(ids)
-  for r in range(rows):
-    cut = length - 3 * r
-    ids[r, cut - 1], ids[r, cut:], mask[r, cut:] = 2, 1, 0
-  return ids, mask
-
-
 @pytest.mark.parametrize("task,auto", [
     ("demo_sentiment", transformers.AutoModelForSequenceClassification),
     ("demo_similarity", transformers.AutoModelForSequenceClassification),
@@ -105,7 +89,7 @@ def test_task_export_matches_the_jax_model(bart_run, tmp_path, task, auto):
   _, model = pretrained.from_checkpoint(root / "run" / "checkpoints")
   entry = next(t for t in model.tasks if t["name"] == task)
   head = model.layout.names.index(entry["head"])
-  ids, mask = _inputs(3, 20, seed=len(task))
+  ids, mask = run_helpers.padded_inputs(3, 20, len(task), high=900)
   slots = np.zeros((3, 1), np.int32)
   batch = {"input_ids": ids, "segment_ids": mask, "seg_head": slots + head, "seg_start": slots,
            "target_ids": np.zeros((3, 0), np.int32),

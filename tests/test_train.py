@@ -20,17 +20,13 @@ from muppet_jax import export, pretrained
 from muppet_jax.models.multitask import MultiTaskEncoder
 from muppet_jax.train import train
 from configs import prefinetune
+from tests import run_helpers
 
 ROOT = pathlib.Path(__file__).parent.parent
 
 
 def _config(**overrides):
-  config = prefinetune.get_config("demo")
-  config.unlock()
-  config.update_from_flattened_dict({"total_steps": 40, "log_every_steps": 10,
-                                     "eval.every_steps": 40, "eval.max_batches": 2,
-                                     "checkpoint.every_steps": 20, **overrides})
-  return config
+  return run_helpers.short_demo(prefinetune, **{"checkpoint.every_steps": 20, **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -134,17 +130,6 @@ def test_bad_input_is_one_clear_line_and_leaves_the_workdir_alone(demo_run, args
   assert _snapshot(workdir) == before
 
 
-def _inputs(pad_id, rows, length, seed):
-  rng = np.random.default_rng(seed)
-  ids = rng.integers(5, 700, (rows, length))
-  ids[:, 0] = 0
-  mask = np.ones_like(ids)
-  for r in range(rows):
-    cut = length - 3 * r
-    ids[r, cut - 1], ids[r, cut:], mask[r, cut:] = 2, pad_id, 0
-  return ids, mask
-
-
 @pytest.mark.parametrize("task,auto", [
     ("demo_sentiment", transformers.AutoModelForSequenceClassification),
     ("demo_similarity", transformers.AutoModelForSequenceClassification),
@@ -161,7 +146,7 @@ def test_task_export_matches_the_jax_model(demo_run, tmp_path, task, auto):
   entry = next(t for t in model.tasks if t["name"] == task)
   head = model.layout.names.index(entry["head"])
   rows = 4 if task == "demo_choice" else 3
-  ids, mask = _inputs(model.config.pad_token_id, rows, 20, seed=len(task))
+  ids, mask = run_helpers.padded_inputs(rows, 20, len(task), pad_id=model.config.pad_token_id)
   slots = np.zeros((rows, 1), np.int32)
   ours = net.apply({"params": model.params},
                    {"input_ids": jnp.asarray(ids), "segment_ids": jnp.asarray(mask),
