@@ -26,13 +26,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from muppet_jax import generation, losses, r3f, trainer
+from muppet_jax import generation, losses, partitioning, progress, r3f, state, trainer
+from muppet_jax.families import HeadLayout
 from muppet_jax.models import bart, multitask
 from muppet_jax.models.config import bart_config
-from muppet_jax.models.heads import HeadLayout
+from muppet_jax.models.layers import init_variables
 
-PEAK_FLOPS = {"NVIDIA H100": 989e12, "NVIDIA H200": 989e12, "NVIDIA A100": 312e12,
-              "TPU v4": 275e12, "TPU v5p": 459e12, "TPU v5 lite": 197e12, "TPU v6 lite": 918e12}
 # Synthetic tasks: (family index, classes, head kind) - three classification datasets, one
 # multiple-choice, one span and one summarization task.
 TASKS = [(0, 3, "classification"), (0, 2, "classification"), (1, 1, "classification"),
@@ -83,29 +82,28 @@ def train(args: argparse.Namespace) -> None:
                            tuple(f for f, _, _ in TASKS), tuple(c for _, c, _ in TASKS),
                            tuple(float(np.log(max(c, 2))) for _, c, _ in TASKS))
   tx = trainer.make_optimizer(1e-5, 10, 1000)
-  params = jax.jit(lambda r: nn.meta.unbox(multitask.init_variables(model, r))["params"])(
-      jax.random.key(0))
-  state = trainer.TrainState(jnp.zeros((), jnp.int32), params, jax.jit(tx.init)(params))
+  mesh = partitioning.make_mesh({"fsdp": 1}, jax.devices()[:1])
+  train_state = state.init_state(model, state.abstract_state(model, mesh, tx), jax.random.key(0),
+                                 tx)
   regularizer = r3f.R3FConfig(1.0 if args.r3f else 0.0)
   step = jax.jit(trainer.make_train_step(model, tx, table, args.microbatches, 0, regularizer),
                  donate_argnums=0)
   batch = jax.tree.map(jnp.asarray, synthetic_batch(args.batch, args.length, args.target_length,
                                                     args.segments, config.vocab_size))
-  compiled = step.lower(state, batch).compile()
-  cost = compiled.cost_analysis()
-  flops = float((cost[0] if isinstance(cost, (list, tuple)) else cost or {}).get("flops", 0))
+  compiled = step.lower(train_state, batch).compile()
+  flops = progress.compiled_flops(compiled)
   memory = compiled.memory_analysis()
   for _ in range(args.warmup):
-    state, metrics = compiled(state, batch)
+    train_state, metrics = compiled(train_state, batch)
   jax.block_until_ready(metrics)
   start = time.perf_counter()
   for _ in range(args.steps):
-    state, metrics = compiled(state, batch)
+    train_state, metrics = compiled(train_state, batch)
   jax.block_until_ready(metrics)
   seconds = (time.perf_counter() - start) / args.steps
   tokens = args.batch * (args.length + args.target_length)
   kind = jax.devices()[0].device_kind
-  peak = next((v for k, v in PEAK_FLOPS.items() if kind.startswith(k)), None)
+  peak = progress.peak_flops(kind)
   print(f"bart-{args.size} train step ({args.dtype}, attention {args.attention}, "
         f"R3F {'on' if args.r3f else 'off'}): batch {args.batch} x ({args.length} + "
         f"{args.target_length} target) tokens, {args.segments} segments/row; {kind}")
@@ -119,7 +117,7 @@ def train(args: argparse.Namespace) -> None:
 def generate(args: argparse.Namespace) -> None:
   config = bart_config(args.size, dtype=args.dtype, attention_impl=args.attention)
   model = bart.Bart(config)
-  params = jax.jit(lambda r: nn.meta.unbox(bart.init_variables(model, r))["params"])(
+  params = jax.jit(lambda r: nn.meta.unbox(init_variables(model, r))["params"])(
       jax.random.key(0))
   rng = np.random.default_rng(0)
   ids = rng.integers(3, config.vocab_size, (args.batch, args.length)).astype(np.int32)

@@ -16,16 +16,14 @@ import sys
 import time
 from typing import Callable
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 
-import flax.linen as nn  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-
-from muppet_jax.models import EncoderForMaskedLM, roberta_config  # noqa: E402
-from muppet_jax.models.encoder import init_variables  # noqa: E402
+from muppet_jax.models import EncoderForMaskedLM, roberta_config
+from muppet_jax.models.layers import init_variables
 
 
 def _time(step: Callable[[], None], warmup: int, steps: int) -> float:

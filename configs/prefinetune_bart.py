@@ -21,6 +21,7 @@ from __future__ import annotations
 import ml_collections
 
 from muppet_jax.base_config import base_config
+from muppet_jax.errors import UserError
 
 
 def get_config(preset: str = "bart_large") -> ml_collections.ConfigDict:
@@ -48,6 +49,7 @@ def get_config(preset: str = "bart_large") -> ml_collections.ConfigDict:
     c.eval.update(every_steps=500, batch_size=16, max_batches=25, at_start=True)
     c.eval.generation.update(num_beams=1, length_penalty=1.0, no_repeat_ngram_size=0)
   else:
-    raise ValueError(f"unknown preset {preset!r}; choose bart_large or demo")
+    raise UserError(f"unknown preset {preset!r} of configs/prefinetune_bart.py; choose "
+                    "bart_large or demo")
   c.lock()  # An override of a key that doesn't exist is an error.
   return c

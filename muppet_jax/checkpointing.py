@@ -13,10 +13,12 @@ import os
 from typing import Any, Mapping
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from etils import epath
 
 from muppet_jax.errors import UserError
+from muppet_jax.state import TrainState
 
 FORMAT = "muppet_jax.model/v1"
 
@@ -109,11 +111,6 @@ def restore_params(directory: str | os.PathLike, step: int, abstract_params: Any
   return restored["params"]
 
 
-def abstract_with_shardings(abstract: Any, shardings: Any) -> Any:
-  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                      abstract, shardings)
-
-
 class TrainCheckpoints:
   """A training run's checkpoints: `WORKDIR/checkpoints` (orbax: params, opt_state, model JSON;
   asynchronous; the last `keep`) and `WORKDIR/input_state/STEP/process_I` (each host's data
@@ -134,7 +131,7 @@ class TrainCheckpoints:
     complete = [s for s in self.manager.all_steps() if self._input_dir(s).is_dir()]
     return max(complete) if complete else None
 
-  def save(self, step: int, params: Any, opt_state: Any, metadata: Mapping[str, Any],
+  def save(self, step: int, train_state: TrainState, metadata: Mapping[str, Any],
            stream: Any) -> None:
     final = self._input_dir(step)
     if not final.exists():
@@ -145,22 +142,25 @@ class TrainCheckpoints:
       stream.save(tmp)
       tmp.rename(final)
     self.manager.save(step, args=ocp.args.Composite(
-        params=ocp.args.StandardSave(params), opt_state=ocp.args.StandardSave(opt_state),
+        params=ocp.args.StandardSave(train_state.params),
+        opt_state=ocp.args.StandardSave(train_state.opt_state),
         model=ocp.args.JsonSave({"format": FORMAT, **metadata})), force=True)
     kept = self.manager.all_steps()
     for old in self.inputs.iterdir() if self.inputs.exists() else ():
       if old.name.isdigit() and int(old.name) < min(kept, default=step) and int(old.name) != step:
         old.rmtree()
 
-  def restore(self, step: int, abstract_params: Any, abstract_opt_state: Any,
-              stream: Any) -> tuple[Any, Any]:
+  def restore(self, step: int, abstract: TrainState, stream: Any) -> TrainState:
+    """The train state of `step`, onto the shardings of `abstract`; `stream` continues from
+    where it was at that step."""
     what = f"{self.manager.directory} step {step}"
-    check_shapes(self.manager.item_metadata(step)["params"], abstract_params, what)
+    check_shapes(self.manager.item_metadata(step)["params"], abstract.params, what)
     restored = self.manager.restore(step, args=ocp.args.Composite(
-        params=ocp.args.StandardRestore(abstract_params),
-        opt_state=ocp.args.StandardRestore(abstract_opt_state)))
+        params=ocp.args.StandardRestore(abstract.params),
+        opt_state=ocp.args.StandardRestore(abstract.opt_state)))
     stream.restore(self._input_dir(step))
-    return restored["params"], restored["opt_state"]
+    return TrainState(jax.device_put(jnp.asarray(step, jnp.int32), abstract.step.sharding),
+                      restored["params"], restored["opt_state"])
 
   def wait(self) -> None:
     self.manager.wait_until_finished()

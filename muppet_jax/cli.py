@@ -1,17 +1,96 @@
-"""Shared plumbing of the command-line entry points: user mistakes as one-line errors."""
+"""Shared plumbing of the command-line entry points: user mistakes as one-line errors, and the
+checks of `--config=FILE[:PRESET]` and `--config.KEY=VALUE` flags before absl parses them."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import os
 import sys
-from typing import Callable
+from typing import Callable, Iterator
+
+import ml_collections
+from absl import flags
+from ml_collections import config_flags
 
 from muppet_jax.errors import UserError
 
 
-def run(main: Callable[[list[str]], int], argv: list[str] | None = None) -> None:
-  """Runs `main`, turning a UserError into `error: ...` on stderr and exit status 2."""
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+  """Turns a UserError raised inside into `error: ...` on stderr and exit status 2."""
   try:
-    sys.exit(main(sys.argv[1:] if argv is None else argv))
+    yield
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
+
+
+def run(main: Callable[[list[str]], int], argv: list[str] | None = None) -> None:
+  """Runs `main` on the command line's arguments, user errors as one line."""
+  with user_errors():
+    sys.exit(main(sys.argv[1:] if argv is None else argv))
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+  """The config of `FILE[:PRESET]`: FILE's `get_config(PRESET)` (or `get_config()`)."""
+  path, _, preset = spec.partition(":")
+  if not os.path.isfile(path):
+    raise UserError(f"config file {path} does not exist")
+  module_spec = importlib.util.spec_from_file_location("muppet_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  try:
+    module_spec.loader.exec_module(module)
+  except SyntaxError as e:
+    raise UserError(f"config file {path} does not parse: {e.msg} (line {e.lineno})") from e
+  if not callable(getattr(module, "get_config", None)):
+    raise UserError(f"config file {path} has no get_config(); a config file defines "
+                    "get_config(preset) returning an ml_collections.ConfigDict")
+  return module.get_config(preset) if preset else module.get_config()
+
+
+def _config_spec(argv: list[str], name: str) -> str | None:
+  """The value of the last `--NAME=SPEC` or `--NAME SPEC` (the one absl keeps)."""
+  spec = None
+  for i, arg in enumerate(argv):
+    if arg.startswith(f"--{name}="):
+      spec = arg.split("=", 1)[1]
+    elif arg == f"--{name}" and i + 1 < len(argv):
+      spec = argv[i + 1]
+  return spec
+
+
+def _lookup(config: ml_collections.ConfigDict, key: str, path: str):
+  """The value of the dotted `key`, or an error naming the keys there are."""
+  node = config
+  for depth, part in enumerate(key.split(".")):
+    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+      where = ".".join(key.split(".")[:depth]) or path
+      choices = (", ".join(sorted(node.keys())) if isinstance(node, ml_collections.ConfigDict)
+                 else f"no keys: it is a {type(node).__name__}")
+      raise UserError(f"unknown config key {key!r}; {where} has {choices}")
+    node = node[part]
+  return node
+
+
+def check_config_flags(argv: list[str], name: str = "config") -> None:
+  """One line, instead of a stack trace or absl's fatal parse error, for a config file that
+  doesn't exist or load, an unknown preset, an unknown `--config.KEY`, or a value that doesn't
+  parse as its key's type. Nothing to check without a `--config` flag."""
+  spec = _config_spec(argv, name)
+  if spec is None:
+    return
+  config = load_config(spec)
+  for arg in argv:
+    if not arg.startswith(f"--{name}."):
+      continue
+    key = arg[len(f"--{name}."):].split("=", 1)[0]
+    value = _lookup(config, key, spec.partition(":")[0])
+    # The value, parsed exactly as the real flags will parse it.
+    sandbox, args = flags.FlagValues(), ["prog", f"--{name}={spec}", arg]
+    config_flags.DEFINE_config_file(name, flag_values=sandbox, lock_config=True, sys_argv=args)
+    try:
+      sandbox(args)
+    except flags.Error as e:
+      raise UserError(f"{arg}: {e.__cause__ or e}; {key} must be of type "
+                      f"{type(value).__name__} (it is {value!r} in {spec})") from e

@@ -1,18 +1,29 @@
-"""Validation metrics per task (accuracy, F1, Matthews correlation, Pearson/Spearman, span EM/F1,
-ROUGE-1/2/L of generated summaries) and their averages per family."""
+"""Validation: every task's metrics (accuracy, F1, Matthews correlation, Pearson/Spearman, span
+EM/F1, ROUGE-1/2/L of generated summaries) and their averages per family, computed over the
+run's validation streams by `Evaluator`."""
 
 from __future__ import annotations
 
 import collections
+import functools
 import re
 import string
-from typing import Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
+import flax.linen as nn
+import jax
+import ml_collections
 import numpy as np
 import scipy.stats
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
 from rouge_score import rouge_scorer
 
+from muppet_jax import generation, inputs, partitioning, trainer
 from muppet_jax.data.task_info import MuppetTask
+from muppet_jax.families import HeadLayout
+from muppet_jax.models.bart import Bart
+from muppet_jax.models.config import BartConfig, ModelConfig
 from muppet_jax.models.heads import HeadOutputs
 
 MAX_ANSWER_TOKENS = 30
@@ -30,8 +41,8 @@ def f1_binary(pred: np.ndarray, gold: np.ndarray) -> float:
 
 
 def matthews(pred: np.ndarray, gold: np.ndarray) -> float:
-  tp = np.sum((pred == 1) & (gold == 1)); tn = np.sum((pred == 0) & (gold == 0))  # noqa: E702
-  fp = np.sum((pred == 1) & (gold == 0)); fn = np.sum((pred == 0) & (gold == 1))  # noqa: E702
+  tp, tn = np.sum((pred == 1) & (gold == 1)), np.sum((pred == 0) & (gold == 0))
+  fp, fn = np.sum((pred == 1) & (gold == 0)), np.sum((pred == 0) & (gold == 1))
   denominator = np.sqrt(float((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)))
   return float((tp * tn - fp * fn) / denominator) if denominator else 0.0
 
@@ -153,3 +164,73 @@ def family_averages(per_task: Mapping[str, Mapping[str, float]],
     if primary[task] in metrics:
       grouped[families[task]].append(metrics[primary[task]])
   return {family: float(np.mean(values)) for family, values in grouped.items()}
+
+
+def generation_config(config: ml_collections.ConfigDict,
+                      model_config: BartConfig) -> generation.GenerationConfig:
+  """How a run generates its validation summaries (`config.eval.generation`)."""
+  g = config.eval.generation
+  return generation.GenerationConfig(
+      max_length=g.max_length or config.data.target_length, num_beams=g.num_beams,
+      length_penalty=g.length_penalty, no_repeat_ngram_size=g.no_repeat_ngram_size,
+      min_length=g.min_length,
+      # Summaries are trained as `<s> ... </s>` after the start token.
+      forced_bos_token_id=model_config.bos_token_id,
+      forced_eos_token_id=model_config.eos_token_id)
+
+
+class Evaluator:
+  """A run's validation: the compiled eval step (and, for BART, generation) over each task's
+  validation stream, on every host in step."""
+
+  def __init__(self, config: ml_collections.ConfigDict, tasks: list[MuppetTask],
+               layout: HeadLayout, model: nn.Module, model_config: ModelConfig,
+               param_shardings: Any, mesh: Mesh):
+    self.config, self.tasks, self.layout, self.mesh = config, tasks, layout, mesh
+    self.batch_sharding = partitioning.batch_sharding(mesh)
+    self.eval_step = jax.jit(trainer.make_eval_step(model),
+                             in_shardings=(param_shardings, self.batch_sharding))
+    self.generate = None
+    if isinstance(model_config, BartConfig):
+      self.generate = jax.jit(
+          functools.partial(generation.generate, Bart(model_config),
+                            config=generation_config(config, model_config)),
+          in_shardings=(param_shardings, self.batch_sharding, self.batch_sharding))
+
+  def __call__(self, params: Any) -> tuple[dict[str, float], dict[str, tuple[str, str]]]:
+    """Every task's validation metrics (`eval/TASK/METRIC`) and the mean of each family's
+    primary metric (`eval/family/FAMILY`); and for each summarization task its first
+    (generated, reference) summary."""
+    per_task, samples = {}, {}
+    with partitioning.use_mesh(self.mesh):
+      for task in self.tasks:
+        acc = self._accumulate(task, params)
+        per_task[task.name] = acc.metrics()
+        if task.info.family == "summarization" and acc.pred:
+          samples[task.name] = (acc.pred[0], acc.gold[0])
+    out = {f"eval/{t}/{k}": v for t, m in per_task.items() for k, v in m.items()}
+    families = {t.name: t.info.family for t in self.tasks}
+    primary = {t.name: t.info.metrics[0] for t in self.tasks}
+    out.update({f"eval/family/{f}": v for f, v in
+                family_averages(per_task, families, primary).items()})
+    return out, samples
+
+  def _accumulate(self, task: MuppetTask, params: Any) -> TaskAccumulator:
+    """`task`'s predictions over (at most `eval.max_batches` of) its validation batches."""
+    stream = inputs.eval_stream(self.config, task, self.layout)
+    tokenizer = task.output_features["inputs"].vocabulary.tokenizer
+    acc = TaskAccumulator(task, lambda ids: tokenizer.decode(ids, skip_special_tokens=True))
+    for _ in range(self.config.eval.max_batches):
+      local = next(stream, None)
+      # Hosts run out at different times; all keep stepping until every one is done.
+      if multihost_utils.process_allgather(np.asarray(local is None)).all():
+        break
+      local = stream.empty_batch() if local is None else local
+      batch = inputs.global_batch(local, self.batch_sharding)
+      if task.info.family == "summarization":
+        tokens = self.generate(params, batch["input_ids"], batch["segment_ids"])
+        acc.add_summaries(*multihost_utils.process_allgather((tokens, local), tiled=True))
+      else:
+        outputs = self.eval_step(params, batch)
+        acc.add(*multihost_utils.process_allgather((outputs, local), tiled=True))
+    return acc

@@ -54,11 +54,11 @@ def export(checkpoint: str | os.PathLike, out: str | os.PathLike, step: int | No
 def _task_tensors(model: pretrained.Pretrained, params, task: str, dtype: str,
                   hf_config: dict) -> tuple[dict, str]:
   """Tensors and class of `task`'s transformers model; fills in its config fields."""
-  entry = next((t for t in model.tasks if t["name"] == task), None)
+  entry = next((t for t in model.tasks if t.name == task), None)
   if entry is None:
-    known = ", ".join(t["name"] for t in model.tasks) or "none: it was not pre-finetuned"
+    known = ", ".join(t.name for t in model.tasks) or "none: it was not pre-finetuned"
     raise UserError(f"the checkpoint has no head for task {task!r}; its tasks: {known}")
-  head = model.layout.names.index(entry["head"])
+  head = model.layout.index(entry.head)
   kind = model.layout.kinds[head]
   names = hf.weights_for(model.config)
   if kind == "lm":
@@ -68,15 +68,15 @@ def _task_tensors(model: pretrained.Pretrained, params, task: str, dtype: str,
     raise UserError(f"task {task!r} trains a {kind} head, which has no transformers counterpart "
                     f"for a {model.config.model_type} model; export without --task for the "
                     "pre-finetuned model itself")
-  num_labels = 1 if entry["family"] == "regression" else entry["num_classes"]
+  regression = entry.family == "regression"
+  num_labels = 1 if regression else entry.num_classes
   tensors = names.export_task_tensors(
       params, model.config, kind, model.layout.index_in_kind()[head], num_labels, dtype)
   if kind == "classification":
     hf_config.update(num_labels=num_labels,
                      id2label={str(i): f"LABEL_{i}" for i in range(num_labels)},
                      label2id={f"LABEL_{i}": i for i in range(num_labels)},
-                     problem_type="regression" if entry["family"] == "regression"
-                     else "single_label_classification")
+                     problem_type="regression" if regression else "single_label_classification")
   return tensors, names.TASK_ARCHITECTURES[kind]
 
 

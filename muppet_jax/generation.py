@@ -14,7 +14,7 @@ Both return [batch, max_length] token ids: the start token, the generated tokens
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -83,6 +83,25 @@ def _encode_and_cache(model: Bart, params: Any, input_ids: jax.Array, segment_id
   return jax.tree.map(repeat, cache), repeat(segment_ids)
 
 
+class GreedyState(NamedTuple):
+  cur_len: jax.Array  # Tokens so far (the start token included); the next goes at this index.
+  sequences: jax.Array  # [B, T]
+  unfinished: jax.Array  # [B] no EOS yet.
+  cache: list  # The decoder's, one entry per layer.
+
+
+class BeamState(NamedTuple):
+  cur_len: jax.Array
+  running: jax.Array  # [B, k, T] the k live beams ...
+  running_scores: jax.Array  # [B, k] ... and their summed log-probabilities.
+  done: jax.Array  # [B, k, T] the best finished hypotheses ...
+  scores: jax.Array  # [B, k] ... their length-penalized scores (NEG: empty slot) ...
+  finished: jax.Array  # [B, k] ... and which slots hold one.
+  open_: jax.Array  # [B, 1] whether a running beam can still beat the finished ones.
+  hits: jax.Array  # [B, 2k] which of the last step's candidates ended.
+  cache: list  # The decoder's, per layer, over B * k rows.
+
+
 def greedy_search(model: Bart, params: Any, input_ids: jax.Array, segment_ids: jax.Array,
                   config: GenerationConfig) -> jax.Array:
   """Greedy decoding of [B, L] encoder inputs (`segment_ids` 1 for tokens, 0 for padding)."""
@@ -92,23 +111,23 @@ def greedy_search(model: Bart, params: Any, input_ids: jax.Array, segment_ids: j
   sequences = jnp.full((b, t), cfg.pad_token_id, jnp.int32).at[:, 0].set(
       cfg.decoder_start_token_id)
 
-  def cond(state):
-    cur_len, _, unfinished, _ = state
-    return (cur_len < t) & unfinished.any()
+  def cond(s: GreedyState):
+    return (s.cur_len < t) & s.unfinished.any()
 
-  def body(state):
-    cur_len, sequences, unfinished, cache = state
-    token = jax.lax.dynamic_index_in_dim(sequences, cur_len - 1, axis=1, keepdims=False)
-    logits, cache = model.apply({"params": params}, token, cur_len - 1, cache, enc_segments,
+  def body(s: GreedyState):
+    token = jax.lax.dynamic_index_in_dim(s.sequences, s.cur_len - 1, axis=1, keepdims=False)
+    logits, cache = model.apply({"params": params}, token, s.cur_len - 1, s.cache, enc_segments,
                                 method=Bart.decode_step)
-    scores = _process(logits.astype(jnp.float32), sequences, cur_len, config, cfg.eos_token_id)
-    next_token = jnp.where(unfinished, jnp.argmax(scores, axis=-1), cfg.pad_token_id)
-    sequences = jax.lax.dynamic_update_index_in_dim(sequences, next_token.astype(jnp.int32),
-                                                    cur_len, axis=1)
-    return cur_len + 1, sequences, unfinished & (next_token != cfg.eos_token_id), cache
+    scores = _process(logits.astype(jnp.float32), s.sequences, s.cur_len, config,
+                      cfg.eos_token_id)
+    next_token = jnp.where(s.unfinished, jnp.argmax(scores, axis=-1), cfg.pad_token_id)
+    sequences = jax.lax.dynamic_update_index_in_dim(s.sequences, next_token.astype(jnp.int32),
+                                                    s.cur_len, axis=1)
+    return GreedyState(s.cur_len + 1, sequences, s.unfinished & (next_token != cfg.eos_token_id),
+                       cache)
 
-  state = (jnp.asarray(1, jnp.int32), sequences, jnp.ones((b,), bool), cache)
-  return jax.lax.while_loop(cond, body, state)[1]
+  start = GreedyState(jnp.asarray(1, jnp.int32), sequences, jnp.ones((b,), bool), cache)
+  return jax.lax.while_loop(cond, body, start).sequences
 
 
 def beam_search(model: Bart, params: Any, input_ids: jax.Array, segment_ids: jax.Array,
@@ -125,25 +144,26 @@ def beam_search(model: Bart, params: Any, input_ids: jax.Array, segment_ids: jax
   def gather(x, index):  # x [b, n, ...], index [b, m] -> [b, m, ...]
     return jnp.take_along_axis(x, index.reshape(index.shape + (1,) * (x.ndim - 2)), axis=1)
 
-  def cond(state):
-    cur_len, running, running_scores, done, scores, finished, open_, hits, cache = state
-    return (cur_len < t) & open_.any() & ~(finished.all() & config.early_stopping) & ~hits.all()
+  def cond(s: BeamState):
+    return ((s.cur_len < t) & s.open_.any() & ~(s.finished.all() & config.early_stopping)
+            & ~s.hits.all())
 
-  def body(state):
-    cur_len, running, running_scores, done, scores, finished, open_, _, cache = state
-    token = jax.lax.dynamic_index_in_dim(running, cur_len - 1, axis=2, keepdims=False)
-    logits, cache = model.apply({"params": params}, token.reshape(b * k), cur_len - 1, cache,
+  def body(s: BeamState):
+    cur_len = s.cur_len
+    token = jax.lax.dynamic_index_in_dim(s.running, cur_len - 1, axis=2, keepdims=False)
+    logits, cache = model.apply({"params": params}, token.reshape(b * k), cur_len - 1, s.cache,
                                 enc_segments, method=Bart.decode_step)
     log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    log_probs = _process(log_probs, running.reshape(b * k, t), cur_len, config, cfg.eos_token_id)
+    log_probs = _process(log_probs, s.running.reshape(b * k, t), cur_len, config,
+                         cfg.eos_token_id)
     vocab = log_probs.shape[-1]
-    log_probs = log_probs.reshape(b, k, vocab) + running_scores[:, :, None]
+    log_probs = log_probs.reshape(b, k, vocab) + s.running_scores[:, :, None]
 
     # The best continuations over all beams.
     top_scores, top_index = jax.lax.top_k(log_probs.reshape(b, k * vocab), keep)
     top_beam, top_token = top_index // vocab, (top_index % vocab).astype(jnp.int32)
-    top_seqs = jax.lax.dynamic_update_index_in_dim(gather(running, top_beam), top_token, cur_len,
-                                                   axis=2)
+    top_seqs = jax.lax.dynamic_update_index_in_dim(gather(s.running, top_beam), top_token,
+                                                   cur_len, axis=2)
     hits = (top_token == cfg.eos_token_id) | (cur_len + 1 >= t)
 
     # The k best that go on running.
@@ -158,26 +178,27 @@ def beam_search(model: Bart, params: Any, input_ids: jax.Array, segment_ids: jax
     # Hypotheses that just ended (among the top k) join the finished ones if they score better.
     just_done = hits & (jnp.arange(keep) < k)[None, :]
     candidate = top_scores / cur_len.astype(jnp.float32) ** lp  # cur_len + 1 - start token.
-    candidate += (finished.all(axis=-1, keepdims=True) & config.early_stopping) * NEG
-    candidate += (~open_) * NEG
+    candidate += (s.finished.all(axis=-1, keepdims=True) & config.early_stopping) * NEG
+    candidate += (~s.open_) * NEG
     candidate += (~just_done) * NEG
-    merged_scores = jnp.concatenate([scores, candidate], axis=1)
+    merged_scores = jnp.concatenate([s.scores, candidate], axis=1)
     _, best = jax.lax.top_k(merged_scores, k)
-    done = gather(jnp.concatenate([done, top_seqs], axis=1), best)
+    done = gather(jnp.concatenate([s.done, top_seqs], axis=1), best)
     scores = gather(merged_scores, best)
-    finished = gather(jnp.concatenate([finished, just_done], axis=1), best)
+    finished = gather(jnp.concatenate([s.finished, just_done], axis=1), best)
 
     # Could a running beam still beat the worst finished hypothesis?
-    cur_len = cur_len + 1
-    best_running = running_scores[:, :1] / (cur_len - 1).astype(jnp.float32) ** lp
+    best_running = running_scores[:, :1] / cur_len.astype(jnp.float32) ** lp
     worst = jnp.where(finished, scores.min(axis=1, keepdims=True), NEG)
-    open_ = open_ & (best_running > worst).any(axis=-1, keepdims=True)
-    return cur_len, running, running_scores, done, scores, finished, open_, hits, cache
+    open_ = s.open_ & (best_running > worst).any(axis=-1, keepdims=True)
+    return BeamState(cur_len + 1, running, running_scores, done, scores, finished, open_, hits,
+                     cache)
 
   running_scores = jnp.zeros((b, k)).at[:, 1:].set(NEG)  # Only beam 0 is live at first.
-  state = (jnp.asarray(1, jnp.int32), start, running_scores, start, jnp.full((b, k), NEG),
-           jnp.zeros((b, k), bool), jnp.ones((b, 1), bool), jnp.zeros((b, keep), bool), cache)
-  return jax.lax.while_loop(cond, body, state)[3][:, 0]
+  initial = BeamState(jnp.asarray(1, jnp.int32), start, running_scores, start,
+                      jnp.full((b, k), NEG), jnp.zeros((b, k), bool), jnp.ones((b, 1), bool),
+                      jnp.zeros((b, keep), bool), cache)
+  return jax.lax.while_loop(cond, body, initial).done[:, 0]
 
 
 def generate(model: Bart, params: Any, input_ids: jax.Array, segment_ids: jax.Array,

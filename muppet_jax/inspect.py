@@ -52,7 +52,7 @@ def task_table(name: str, max_length: int, shared_heads: bool = True) -> str:
   shares = mixing.rates(name)
   rows = [("task", "family", "n", "head", "train size", "share %")]
   for t in tasks:
-    rows.append((t.name, t.info.family, _n(t, max_length), batching.head_name(t, shared_heads),
+    rows.append((t.name, t.info.family, _n(t, max_length), t.task_head(shared_heads).head,
                  f"{t.info.train_size:,}", f"{100 * shares[t.name]:.2f}"))
   widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
   return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)

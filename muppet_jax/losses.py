@@ -18,12 +18,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from muppet_jax.families import FAMILIES
 from muppet_jax.models.heads import HeadOutputs
 
 if TYPE_CHECKING:  # The loss doesn't need seqio/TensorFlow (e.g. on accelerator benchmarks).
   from muppet_jax.data.task_info import MuppetTask
-
-FAMILIES = ("classification", "regression", "multiple_choice", "span", "summarization")
 
 
 @dataclasses.dataclass(frozen=True)

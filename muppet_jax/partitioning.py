@@ -1,4 +1,4 @@
-"""Device mesh, the logical-axis rules table, and sharded parameter creation.
+"""Device mesh, the logical-axis rules table, and the shardings they give.
 
 Every parameter and main activation in the models carries logical axis names (`embed`, `heads`,
 `activation_batch`, ...). `LOGICAL_AXIS_RULES` is the one place that maps them onto the mesh axes
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -107,6 +107,11 @@ def logical_to_mesh_sharding(logical_specs: Any, abstract: Any, mesh: Mesh,
                       is_leaf=lambda x: isinstance(x, PartitionSpec))
 
 
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Batches: rows split over the data-parallel axes (`data` and `fsdp`)."""
+  return NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
+
+
 @contextlib.contextmanager
 def use_mesh(mesh: Mesh) -> Iterator[None]:
   """Makes `mesh` and the rules table current, so that the models' logical constraints apply.
@@ -115,41 +120,3 @@ def use_mesh(mesh: Mesh) -> Iterator[None]:
   """
   with jax.set_mesh(mesh), nn.logical_axis_rules(LOGICAL_AXIS_RULES):
     yield
-
-
-def init_sharded(init_fn: Callable[[jax.Array], Any], rng: jax.Array,
-                 mesh: Mesh) -> tuple[Any, Any]:
-  """Runs `init_fn(rng)` (returning boxed, logically annotated variables) directly into shards.
-
-  Shapes come from `jax.eval_shape`, shardings from the rules table, and the compiled init writes
-  each device's shard only: no host ever holds a whole parameter. Returns (unboxed variables,
-  their NamedShardings).
-  """
-  boxed = jax.eval_shape(init_fn, rng)
-  abstract = nn.meta.unbox(boxed)
-  shardings = logical_to_mesh_sharding(nn.get_partition_spec(boxed), abstract, mesh)
-  # Outside `use_mesh`: out_shardings place the parameters, and flax's DenseGeneral initializes
-  # kernels flat before reshaping them, which a mesh-aware unbox would constrain with the wrong rank.
-  variables = jax.jit(lambda r: nn.meta.unbox(init_fn(r)), out_shardings=shardings)(rng)
-  return variables, shardings
-
-
-def like_params(tree: Any, abstract_params: Any, param_shardings: Any,
-                default: NamedSharding) -> Any:
-  """Shardings for a tree that mirrors the parameters in places (an optimizer state): a leaf
-  whose key path ends with a parameter's path and has its shape gets that parameter's sharding,
-  everything else (step counts, ...) `default`."""
-  by_path = {}
-  for (path, leaf), sharding in zip(jax.tree_util.tree_leaves_with_path(abstract_params),
-                                    jax.tree.leaves(param_shardings)):
-    by_path[tuple(k.key for k in path)] = (tuple(leaf.shape), sharding)
-
-  def pick(path, leaf):
-    keys = tuple(k.key for k in path if isinstance(k, jax.tree_util.DictKey))
-    for i in range(len(keys)):
-      shape, sharding = by_path.get(keys[i:], (None, None))
-      if shape == tuple(leaf.shape):
-        return sharding
-    return default
-
-  return jax.tree_util.tree_map_with_path(pick, tree)

@@ -1,21 +1,30 @@
-"""Pretrained models onto the mesh: from a Hugging Face checkpoint or a muppet_jax checkpoint."""
+"""Where a model starts, on the mesh: a Hugging Face checkpoint, a muppet_jax checkpoint, or a
+run config's `init_from` (either of those, or a random init of `config.model`)."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
+import pathlib
+import tempfile
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
+import ml_collections
 from jax.sharding import Mesh
 
-from muppet_jax import checkpointing, hf, partitioning
+from muppet_jax import checkpointing, hf, partitioning, state
+from muppet_jax.errors import UserError
+from muppet_jax.families import HeadLayout, TaskHead
 from muppet_jax.hf import checkpoint_files
 from muppet_jax.models import bart, encoder, multitask
-from muppet_jax.models.config import (BartConfig, ModelConfig, config_from_dict, config_from_hf,
-                                     runtime_for)
-from muppet_jax.models.heads import HeadLayout
+from muppet_jax.models.config import (BartConfig, EncoderConfig, ModelConfig, config_from_dict,
+                                      config_from_hf, runtime_for)
+
+# The run config's `model` keys that apply to any start (pretrained or random).
+RUNTIME_KEYS = ("dtype", "param_dtype", "attention_impl", "hidden_dropout", "attention_dropout",
+                "activation_dropout")
 
 
 @dataclasses.dataclass
@@ -27,28 +36,36 @@ class Pretrained:
   hf_config: dict[str, Any]  # The source config.json, kept so export preserves its other fields.
   tokenizer_files: dict[str, bytes]
   layout: HeadLayout | None = None  # The task heads of a pre-finetuned checkpoint.
-  tasks: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+  tasks: tuple[TaskHead, ...] = ()
 
-  def metadata(self) -> dict[str, Any]:
-    return {"model_config": self.config.to_dict(), "hf_config": self.hf_config,
+  @property
+  def seq2seq(self) -> bool:
+    return isinstance(self.config, BartConfig)
+
+  def metadata(self, layout: HeadLayout | None = None,
+               tasks: Sequence[TaskHead] = ()) -> dict[str, Any]:
+    """The checkpoint metadata of this model; with `layout`, of it pre-finetuned on `tasks`."""
+    meta = {"model_config": self.config.to_dict(), "hf_config": self.hf_config,
             "tokenizer_files": checkpointing.encode_files(self.tokenizer_files)}
+    if layout is not None:
+      meta["heads"] = dataclasses.asdict(layout)
+      meta["tasks"] = [dataclasses.asdict(t) for t in tasks]
+    return meta
 
 
-def _init_variables(config: ModelConfig, layout: HeadLayout | None, rng: jax.Array) -> dict:
+def network(config: ModelConfig, layout: HeadLayout | None = None) -> nn.Module:
+  """The Flax module whose parameters a checkpoint of `config` (with heads: `layout`) holds."""
   if layout is not None:
-    return multitask.init_variables(multitask.build(config, layout), rng)
+    return multitask.build(config, layout)
   if isinstance(config, BartConfig):
-    return bart.init_variables(bart.Bart(config), rng)
-  return encoder.init_variables(encoder.EncoderForMaskedLM(config), rng)
+    return bart.Bart(config)
+  return encoder.EncoderForMaskedLM(config)
 
 
 def abstract_params(config: ModelConfig, mesh: Mesh, layout: HeadLayout | None = None) -> Any:
   """The parameter tree (with the task heads of `layout`, if given) as ShapeDtypeStructs carrying
   their NamedShardings."""
-  boxed = jax.eval_shape(lambda r: _init_variables(config, layout, r), jax.random.key(0))["params"]
-  abstract = nn.meta.unbox(boxed)
-  shardings = partitioning.logical_to_mesh_sharding(nn.get_partition_spec(boxed), abstract, mesh)
-  return checkpointing.abstract_with_shardings(abstract, shardings)
+  return state.abstract_state(network(config, layout), mesh).params
 
 
 def default_mesh() -> Mesh:
@@ -76,11 +93,71 @@ def from_checkpoint(directory: str | os.PathLike, mesh: Mesh | None = None,
   # Checkpoints written before BART support name the config "encoder_config".
   config = config_from_dict(meta.get("model_config") or meta["encoder_config"])
   config = config.replace(**runtime_for(type(config), runtime))
-  layout = None
-  if "heads" in meta:
-    heads = meta["heads"]
-    layout = HeadLayout(tuple(heads["names"]), tuple(heads["kinds"]), heads["num_classes"])
+  tasks = tuple(TaskHead(**t) for t in meta.get("tasks", ()))
+  layout = HeadLayout.for_tasks(tasks) if "heads" in meta else None
   params = checkpointing.restore_params(directory, step, abstract_params(config, mesh, layout))
   return step, Pretrained(config, params, meta["hf_config"],
-                          checkpointing.decode_files(meta["tokenizer_files"]), layout,
-                          meta.get("tasks", []))
+                          checkpointing.decode_files(meta["tokenizer_files"]), layout, tasks)
+
+
+def from_config(config: ml_collections.ConfigDict, vocabulary: Any, mesh: Mesh) -> Pretrained:
+  """The starting model of a run: `config.init_from` (a Hugging Face directory or hub name, a
+  muppet_jax checkpoint directory, or empty for a random `config.model`), checked against the
+  tasks' `vocabulary` and the data lengths. A checkpoint's task heads are dropped (heads start
+  fresh); a random model has params None."""
+  runtime = {k: config.model[k] for k in RUNTIME_KEYS}
+  source = config.init_from
+  if not source:
+    model_config = _random_config(config.model, vocabulary, runtime)
+    model = Pretrained(model_config, None, model_config.to_hf_config(),
+                       _tokenizer_files(vocabulary))
+  elif pathlib.Path(source).is_dir() and not (pathlib.Path(source) / "config.json").exists():
+    _, model = from_checkpoint(source, mesh, **runtime)
+    model = dataclasses.replace(model, layout=None, tasks=(),
+                                params={k: v for k, v in model.params.items() if k != "heads"})
+  else:
+    model = from_hf(source, mesh, **runtime)
+  _check_fits(model.config, vocabulary, config.data)
+  return model
+
+
+def _check_fits(c: ModelConfig, vocabulary: Any, data: ml_collections.ConfigDict) -> None:
+  if c.vocab_size < vocabulary.vocab_size or c.pad_token_id != vocabulary.pad_id:
+    raise UserError(f"the tasks' tokenizer ({vocabulary.vocab_size} tokens, pad id "
+                    f"{vocabulary.pad_id}) doesn't fit the model (vocab_size {c.vocab_size}, pad "
+                    f"id {c.pad_token_id}); register the tasks with the model's tokenizer")
+  if data.max_length > c.max_length:
+    raise UserError(f"data.max_length={data.max_length} exceeds the model's "
+                    f"{c.max_length} positions")
+  if isinstance(c, BartConfig) and data.target_length > c.max_length:
+    raise UserError(f"data.target_length={data.target_length} exceeds the model's "
+                    f"{c.max_length} positions")
+
+
+def _random_config(m: ml_collections.ConfigDict, vocabulary: Any,
+                   runtime: dict[str, Any]) -> ModelConfig:
+  vocab_size = m.vocab_size or vocabulary.vocab_size
+  if m.architecture == "bart":
+    tokenizer = vocabulary.tokenizer
+    return BartConfig(
+        vocab_size=vocab_size, hidden_size=m.hidden_size, encoder_layers=m.num_layers,
+        decoder_layers=m.num_layers, encoder_heads=m.num_heads, decoder_heads=m.num_heads,
+        encoder_ffn_size=m.intermediate_size, decoder_ffn_size=m.intermediate_size,
+        max_position_embeddings=m.max_position_embeddings, pad_token_id=vocabulary.pad_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.eos_token_id, **runtime)
+  if m.architecture != "roberta":
+    raise UserError(f"model.architecture={m.architecture!r}; choose roberta or bart")
+  return EncoderConfig(
+      vocab_size=vocab_size, hidden_size=m.hidden_size, num_layers=m.num_layers,
+      num_heads=m.num_heads, intermediate_size=m.intermediate_size,
+      max_position_embeddings=m.max_position_embeddings, pad_token_id=vocabulary.pad_id,
+      **runtime_for(EncoderConfig, runtime))
+
+
+def _tokenizer_files(vocabulary: Any) -> dict[str, bytes]:
+  """The files `save_pretrained` writes for the tasks' tokenizer (exported with the model)."""
+  with tempfile.TemporaryDirectory() as tmp:
+    vocabulary.tokenizer.save_pretrained(tmp)
+    return {n: (pathlib.Path(tmp) / n).read_bytes() for n in checkpoint_files.TOKENIZER_FILES
+            if (pathlib.Path(tmp) / n).exists()}

@@ -1,26 +1,24 @@
-"""Train state, optimizer, and the pure train/eval steps (compiled once by `muppet_jax.train`)."""
+"""The optimizer, the pure train and eval steps, and the train step's compilation."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import flax.linen as nn
-import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+from jax.sharding import Mesh
 
-from muppet_jax import losses, r3f
+from muppet_jax import losses, partitioning, r3f, state
 from muppet_jax.models.heads import HeadOutputs
+from muppet_jax.state import TrainState
+
+if TYPE_CHECKING:  # Benchmarks run the step where ml_collections isn't installed.
+  import ml_collections
 
 Batch = Mapping[str, jax.Array]
-
-
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array
-  params: Any
-  opt_state: Any
 
 
 def learning_rate_schedule(peak: float, warmup_steps: int, total_steps: int) -> optax.Schedule:
@@ -30,16 +28,21 @@ def learning_rate_schedule(peak: float, warmup_steps: int, total_steps: int) -> 
        optax.linear_schedule(peak, 0.0, max(total_steps - warmup_steps, 1))], [warmup_steps])
 
 
+def _names(path) -> tuple[str, ...]:
+  """A parameter's path as names; boxed (logically annotated) parameters add a non-dict step."""
+  return tuple(k.key for k in path if isinstance(k, jax.tree_util.DictKey))
+
+
 def _trainable_label(path, _) -> str:
   # Pre-finetuning has no masked-LM loss: RoBERTa's MLM head is carried unchanged for export.
   # BART's final_logits_bias is a buffer (not a parameter) in Hugging Face.
-  frozen = path[0].key in ("mlm_head", "final_logits_bias")
+  frozen = _names(path)[0] in ("mlm_head", "final_logits_bias")
   return "frozen" if frozen else "train"
 
 
 def _decays(path, _) -> bool:
   """Weight decay on matrices, not on biases or LayerNorm parameters."""
-  name = path[-1].key
+  name = _names(path)[-1]
   return not (name in ("bias", "scale") or name.endswith("_bias"))
 
 
@@ -55,6 +58,13 @@ def make_optimizer(learning_rate: float, warmup_steps: int, total_steps: int,
   return optax.multi_transform(
       {"train": adamw, "frozen": optax.set_to_zero()},
       lambda p: jax.tree_util.tree_map_with_path(_trainable_label, p))
+
+
+def optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """`make_optimizer` with a run config's `optimizer` settings over its `total_steps`."""
+  o = config.optimizer
+  return make_optimizer(o.learning_rate, o.warmup_steps, config.total_steps, o.weight_decay,
+                        o.b1, o.b2, o.eps, o.clip_norm)
 
 
 def forward(model: nn.Module, params: Any, batch: Batch, deterministic: bool,
@@ -123,6 +133,21 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, table: l
     return TrainState(state.step + 1, params, opt_state), metrics
 
   return train_step
+
+
+def compile_train_step(train_step: Callable, abstract: TrainState,
+                       example: Mapping[str, np.ndarray], rows: int,
+                       mesh: Mesh) -> jax.stages.Compiled:
+  """`train_step` compiled ahead of time for the shardings of `abstract` and global batches of
+  `rows` rows shaped like `example` (a host's batch), the state donated."""
+  shardings = state.shardings(abstract)
+  batch_sharding = partitioning.batch_sharding(mesh)
+  batch = {k: jax.ShapeDtypeStruct((rows, *v.shape[1:]), v.dtype, sharding=batch_sharding)
+           for k, v in example.items()}
+  jitted = jax.jit(train_step, in_shardings=(shardings, batch_sharding),
+                   out_shardings=(shardings, shardings.step), donate_argnums=0)
+  with partitioning.use_mesh(mesh):
+    return jitted.lower(abstract, batch).compile()
 
 
 def make_eval_step(model: nn.Module) -> Callable[[Any, Batch], HeadOutputs]:

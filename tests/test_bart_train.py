@@ -18,8 +18,9 @@ from muppet_jax.data.batching import MixtureStream, StreamConfig
 from muppet_jax.errors import UserError
 from muppet_jax.models.bart import Bart
 from muppet_jax.models.config import BartConfig
-from muppet_jax.models.multitask import MultiTaskBart, init_variables
-from muppet_jax.train import head_layout, train
+from muppet_jax.models.layers import init_variables
+from muppet_jax.models.multitask import MultiTaskBart
+from muppet_jax.train import train
 from tests import hf_fixtures, run_helpers
 
 
@@ -87,8 +88,8 @@ def test_task_export_matches_the_jax_model(bart_run, tmp_path, task, auto):
   assert type(hf).__name__.startswith("BartFor")
   assert not info["missing_keys"] and not info["unexpected_keys"], info
   _, model = pretrained.from_checkpoint(root / "run" / "checkpoints")
-  entry = next(t for t in model.tasks if t["name"] == task)
-  head = model.layout.names.index(entry["head"])
+  entry = next(t for t in model.tasks if t.name == task)
+  head = model.layout.names.index(entry.head)
   ids, mask = run_helpers.padded_inputs(3, 20, len(task), high=900)
   slots = np.zeros((3, 1), np.int32)
   batch = {"input_ids": ids, "segment_ids": mask, "seg_head": slots + head, "seg_start": slots,
@@ -150,7 +151,7 @@ def test_packed_and_unpacked_examples_have_the_same_loss():
                                  decoder_layers=2, encoder_heads=4, decoder_heads=4,
                                  encoder_ffn_size=64, decoder_ffn_size=64,
                                  max_position_embeddings=128)
-  model = MultiTaskBart(config, head_layout(stream))
+  model = MultiTaskBart(config, stream.layout)
   params = nn.meta.unbox(init_variables(model, jax.random.key(0)))["params"]
   table = losses.TaskTable.build(stream.tasks, 128, 1000)
   mc = losses.FAMILIES.index("multiple_choice")

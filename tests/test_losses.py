@@ -14,8 +14,8 @@ from muppet_jax.data import mixing
 from muppet_jax.data.batching import MixtureStream, StreamConfig
 from muppet_jax.models import EncoderConfig
 from muppet_jax.models.heads import HeadOutputs
-from muppet_jax.models.multitask import MultiTaskEncoder, init_variables
-from muppet_jax.train import head_layout
+from muppet_jax.models.layers import init_variables
+from muppet_jax.models.multitask import MultiTaskEncoder
 
 L = 8
 TABLE = losses.TaskTable(names=("cls", "reg", "mc", "span"), families=(0, 1, 2, 3),
@@ -120,7 +120,7 @@ def test_heterogeneous_batch_loss_is_the_sum_of_its_tasks_losses():
   batch = next(stream)
   config = EncoderConfig(vocab_size=1000, hidden_size=32, num_layers=1, num_heads=2,
                          intermediate_size=64, max_position_embeddings=66)
-  model = MultiTaskEncoder(config, head_layout(stream))
+  model = MultiTaskEncoder(config, stream.layout)
   params = nn.meta.unbox(init_variables(model, jax.random.key(0)))["params"]
   table = losses.TaskTable.build(stream.tasks, 64, 1000)
 

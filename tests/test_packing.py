@@ -9,7 +9,7 @@ import pytest
 from muppet_jax.errors import UserError
 from muppet_jax.models import EncoderConfig, EncoderForMaskedLM
 from muppet_jax.models import attention
-from muppet_jax.models.encoder import init_variables
+from muppet_jax.models.layers import init_variables
 
 LENGTH = 24
 

@@ -1,4 +1,5 @@
-"""Mesh construction, the rules table, and sharded initialization on 8 fake CPU devices."""
+"""Mesh construction, the rules table, the abstract train state's shardings and sharded
+initialization on 8 fake CPU devices."""
 
 import flax.linen as nn
 import jax
@@ -7,10 +8,12 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from muppet_jax import partitioning, pretrained
+from muppet_jax import partitioning, pretrained, state, trainer
 from muppet_jax.errors import UserError
+from muppet_jax.families import HeadLayout
 from muppet_jax.models import EncoderForMaskedLM, roberta_config
-from muppet_jax.models.encoder import init_variables
+from muppet_jax.models.layers import init_variables
+from muppet_jax.models.multitask import MultiTaskEncoder
 from tests import hf_fixtures
 
 
@@ -54,9 +57,8 @@ def test_sharded_init_puts_an_eighth_of_every_large_kernel_on_each_device():
   config = roberta_config("tiny")
   model = EncoderForMaskedLM(config)
   mesh = partitioning.make_mesh({"fsdp": 8})
-  variables, shardings = partitioning.init_sharded(lambda r: init_variables(model, r),
-                                                   jax.random.key(0), mesh)
-  large = {path: x for path, x in jax.tree_util.tree_leaves_with_path(variables)
+  params = state.init_state(model, state.abstract_state(model, mesh), jax.random.key(0)).params
+  large = {path: x for path, x in jax.tree_util.tree_leaves_with_path(params)
            if x.ndim >= 2 and x.size >= 4096}
   assert len(large) == 2 + 4 * 2 + 2 * 2 + 1  # word/position embeddings, qkvo, mlp, head dense.
   for path, x in large.items():
@@ -64,9 +66,38 @@ def test_sharded_init_puts_an_eighth_of_every_large_kernel_on_each_device():
     assert len(shards) == 8, path
     assert all(s.data.size * 8 == x.size for s in shards), (path, x.sharding)
   # Sharded creation computes the same values as a plain, unsharded init (up to fusion rounding).
-  plain = nn.meta.unbox(init_variables(model, jax.random.key(0)))
-  for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(plain), strict=True):
+  plain = nn.meta.unbox(init_variables(model, jax.random.key(0)))["params"]
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(plain), strict=True):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-8)
+
+
+def test_optimizer_state_is_sharded_like_its_parameters():
+  """AdamW's moments get exactly their parameter's sharding (from the logical names, not from a
+  match of shapes), its counts are replicated, and the tree is optax's own."""
+  layout = HeadLayout(("a", "choice"), ("classification", "multiple_choice"), 3)
+  model = MultiTaskEncoder(roberta_config("tiny"), layout)
+  tx = trainer.make_optimizer(1e-3, 2, 10)
+  mesh = partitioning.make_mesh({"data": 2, "fsdp": 4})
+  abstract = state.abstract_state(model, mesh, tx)
+  assert (jax.tree.structure(abstract.opt_state)
+          == jax.tree.structure(jax.eval_shape(tx.init, abstract.params)))
+  adam = abstract.opt_state.inner_states["train"].inner_state[1][0]
+  params = {jax.tree_util.keystr(k): x
+            for k, x in jax.tree_util.tree_leaves_with_path(abstract.params)}
+  trained = [k for k in params if not k.startswith("['mlm_head']")]  # The MLM head is frozen.
+  for moments in (adam.mu, adam.nu):
+    leaves = jax.tree_util.tree_leaves_with_path(moments)
+    assert sorted(jax.tree_util.keystr(k) for k, _ in leaves) == sorted(trained)
+    for path, moment in leaves:
+      param = params[jax.tree_util.keystr(path)]
+      assert moment.shape == param.shape and moment.sharding == param.sharding
+  assert adam.count.sharding.spec == P()
+  kernel = abstract.params["encoder"]["layers_0"]["attention"]["query"]["kernel"]
+  assert kernel.sharding.spec[0] == "fsdp"  # Really sharded.
+  # Every leaf of the fresh state lands where the abstract state says.
+  fresh = state.init_state(model, abstract, jax.random.key(0), tx)
+  for a, x in zip(jax.tree.leaves(abstract), jax.tree.leaves(fresh), strict=True):
+    assert x.sharding == a.sharding and x.shape == a.shape
 
 
 def test_sharded_forward_equals_single_device(tmp_path):
@@ -115,7 +146,7 @@ def test_every_bart_parameter_has_logical_names_from_the_rules_table():
   from muppet_jax.models import bart
   from muppet_jax.models.config import bart_config
   model = bart.Bart(bart_config("tiny"))
-  boxed = jax.eval_shape(lambda r: bart.init_variables(model, r), jax.random.key(0))["params"]
+  boxed = jax.eval_shape(lambda r: init_variables(model, r), jax.random.key(0))["params"]
   leaves = jax.tree.leaves(boxed, is_leaf=lambda x: isinstance(x, nn.Partitioned))
   known = {name for name, _ in partitioning.LOGICAL_AXIS_RULES}
   # shared + final_logits_bias, 2 x (positions + LayerNorm), 16 per encoder layer, 26 per

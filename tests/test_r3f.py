@@ -12,8 +12,9 @@ from muppet_jax import losses, r3f, trainer
 from muppet_jax.data.batching import MixtureStream, StreamConfig
 from muppet_jax.models.config import BartConfig, EncoderConfig
 from muppet_jax.models.heads import HeadOutputs
-from muppet_jax.models.multitask import build, init_variables
-from muppet_jax.train import head_layout
+from muppet_jax.models.layers import init_variables
+from muppet_jax.models.multitask import build
+from muppet_jax.state import TrainState
 
 
 def _softmax(x):
@@ -75,7 +76,7 @@ def setup(request):
   else:
     config = EncoderConfig(vocab_size=1000, hidden_size=32, num_layers=1, num_heads=2,
                            intermediate_size=64, max_position_embeddings=66)
-  model = build(config, head_layout(stream))
+  model = build(config, stream.layout)
   params = nn.meta.unbox(init_variables(model, jax.random.key(0)))["params"]
   table = losses.TaskTable.build(stream.tasks, 64, 1000)
   return model, params, table, batch
@@ -117,7 +118,7 @@ def test_penalty_is_differentiable(setup):
 def test_train_step_adds_the_weighted_penalty(setup):
   model, params, table, batch = setup
   tx = trainer.make_optimizer(1e-3, 1, 10)
-  state = trainer.TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
+  state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
   _, off = jax.jit(trainer.make_train_step(model, tx, table, 1, 0))(state, batch)
   # At random init the heads' outputs barely depend on the input, so the penalty is tiny: a large
   # weight makes its gradient visible.

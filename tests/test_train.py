@@ -18,6 +18,7 @@ import transformers
 
 from muppet_jax import export, pretrained
 from muppet_jax.models.multitask import MultiTaskEncoder
+from muppet_jax.preemption import Preemption
 from muppet_jax.train import train
 from configs import prefinetune
 from tests import run_helpers
@@ -32,7 +33,10 @@ def _config(**overrides):
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("demo")
+  handler = signal.getsignal(signal.SIGTERM)
   metrics = train(_config(), str(workdir))
+  # The run's SIGTERM handler is gone once it returns.
+  assert signal.getsignal(signal.SIGTERM) is handler
   return workdir, metrics
 
 
@@ -106,6 +110,18 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
   assert saved >= 10 and (tmp_path / "checkpoints" / str(saved)).exists()
 
 
+def test_preemption_catches_sigterm_only_while_open():
+  before = signal.getsignal(signal.SIGTERM)
+  with Preemption() as preemption:
+    assert not preemption.requested()
+    signal.raise_signal(signal.SIGTERM)
+    assert preemption.requested()
+  assert signal.getsignal(signal.SIGTERM) is before
+  with pytest.raises(RuntimeError), Preemption():
+    raise RuntimeError("a failed run")
+  assert signal.getsignal(signal.SIGTERM) is before
+
+
 def _snapshot(directory):
   return {str(p.relative_to(directory)): (p.stat().st_size, p.stat().st_mtime_ns)
           for p in directory.rglob("*") if p.is_file()}
@@ -118,6 +134,9 @@ def _snapshot(directory):
     (["--config.data.mixture=glue_cola"], {"TFDS_DATA_DIR": "/nonexistent/tfds"},
      "tfds build glue/cola"),
     (["--config.model.hidden_size=64"], {}, "another model size"),
+    (["--config=configs/prefinetune.py:nope"], {},
+     "unknown preset 'nope' of configs/prefinetune.py; choose roberta_large, roberta_base or demo"),
+    (["--config.total_steps=abc"], {}, "total_steps must be of type int"),
 ])
 def test_bad_input_is_one_clear_line_and_leaves_the_workdir_alone(demo_run, args, env, message):
   workdir, _ = demo_run
@@ -143,8 +162,8 @@ def test_task_export_matches_the_jax_model(demo_run, tmp_path, task, auto):
   assert not info["missing_keys"] and not info["unexpected_keys"], info
   _, model = pretrained.from_checkpoint(workdir / "checkpoints")
   net = MultiTaskEncoder(model.config, model.layout)
-  entry = next(t for t in model.tasks if t["name"] == task)
-  head = model.layout.names.index(entry["head"])
+  entry = next(t for t in model.tasks if t.name == task)
+  head = model.layout.names.index(entry.head)
   rows = 4 if task == "demo_choice" else 3
   ids, mask = run_helpers.padded_inputs(rows, 20, len(task), pad_id=model.config.pad_token_id)
   slots = np.zeros((rows, 1), np.int32)

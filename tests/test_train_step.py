@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from muppet_jax import losses, partitioning, trainer
+from muppet_jax import losses, partitioning, state, trainer
 from muppet_jax.data.batching import MixtureStream, StreamConfig
 from muppet_jax.models.config import BartConfig, EncoderConfig
 from muppet_jax.models.multitask import build
-from muppet_jax.train import head_layout, init_state, state_shapes
 
 ROWS = 16
 
@@ -33,7 +32,7 @@ def setup(request):
     config = EncoderConfig(vocab_size=1000, hidden_size=64, num_layers=2, num_heads=4,
                            intermediate_size=128, max_position_embeddings=66,
                            hidden_dropout=0.0, attention_dropout=0.0)
-  model = build(config, head_layout(stream))
+  model = build(config, stream.layout)
   table = losses.TaskTable.build(stream.tasks, 64, 1000)
   tx = trainer.make_optimizer(1e-3, 2, 100)
   return model, table, tx, batches
@@ -42,18 +41,19 @@ def setup(request):
 def _run(setup, mesh_axes, steps=2, microbatches=1, devices=None):
   model, table, tx, batches = setup
   mesh = partitioning.make_mesh(mesh_axes, devices)
-  shapes = state_shapes(model, tx, mesh, jax.random.key(0))
-  state = init_state(model, tx, jax.random.key(0), {}, shapes.shardings)
+  abstract = state.abstract_state(model, mesh, tx)
+  train_state = state.init_state(model, abstract, jax.random.key(0), tx)
+  shardings = state.shardings(abstract)
   batch_sharding = NamedSharding(mesh, P(("data", "fsdp")))
   step_fn = jax.jit(trainer.make_train_step(model, tx, table, microbatches, seed=0),
-                    in_shardings=(shapes.shardings, batch_sharding),
-                    out_shardings=(shapes.shardings, shapes.shardings.step), donate_argnums=0)
+                    in_shardings=(shardings, batch_sharding),
+                    out_shardings=(shardings, shardings.step), donate_argnums=0)
   metrics = []
   with partitioning.use_mesh(mesh):
     for batch in batches[:steps]:
-      state, m = step_fn(state, jax.device_put(batch, batch_sharding))
+      train_state, m = step_fn(train_state, jax.device_put(batch, batch_sharding))
       metrics.append(float(m["loss_sum"]) / float(m["count"]))
-  return state, metrics, step_fn
+  return train_state, metrics, step_fn
 
 
 @pytest.mark.parametrize("mesh_axes", [{"data": 2, "fsdp": 4}, {"data": 8}])

@@ -38,6 +38,7 @@ from etils import epath
 from muppet_jax.data import mixing
 from muppet_jax.data.task_info import MuppetTask
 from muppet_jax.errors import UserError
+from muppet_jax.families import HeadLayout
 
 Batch = dict[str, np.ndarray]
 STATE_FILE = "stream_state.json"
@@ -79,19 +80,13 @@ class _Example:
   span: np.ndarray
 
 
-def head_name(task: MuppetTask, shared_heads: bool) -> str:
-  if task.info.head == "task" or (not shared_heads and task.info.family in ("multiple_choice",
-                                                                              "span")):
-    return task.name
-  return task.info.head
-
-
 class MixtureStream(Iterator[Batch]):
   """Host-local stream of packed heterogeneous batches; see the module docstring."""
 
   def __init__(self, config: StreamConfig, shard: seqio.ShardInfo | None = None,
-               head_names: tuple[str, ...] | None = None):
-    """`head_names` fixes the head order (`seg_head` values), e.g. to the training run's."""
+               layout: HeadLayout | None = None):
+    """`layout` gives the heads (`seg_head` values), e.g. the training run's for evaluation;
+    by default they are those of the stream's tasks."""
     self.config = config
     self.shard = shard or seqio.ShardInfo(index=0, num_shards=1)
     rates = mixing.rates(config.mixture, config.temperature, config.rate_cap)
@@ -102,11 +97,9 @@ class MixtureStream(Iterator[Batch]):
                       f"{list(config.exclude_families)} that this model can't train")
     self.rates = np.asarray([rates[t.name] for t in self.tasks])
     self.rates = self.rates / self.rates.sum()
-    needed = {head_name(t, config.shared_heads) for t in self.tasks}
-    self.heads = list(head_names) if head_names is not None else sorted(needed)
-    if not needed <= set(self.heads):
-      raise UserError(f"heads {sorted(needed - set(self.heads))} are not among {self.heads}")
-    self._head_of = [self.heads.index(head_name(t, config.shared_heads)) for t in self.tasks]
+    self.task_heads = [t.task_head(config.shared_heads) for t in self.tasks]
+    self.layout = layout or HeadLayout.for_tasks(self.task_heads)
+    self._head_of = [self.layout.index(t.head) for t in self.task_heads]
     self.families = sorted({t.info.family for t in self.tasks})
     self._family_of = [self.families.index(t.info.family) for t in self.tasks]
     self.has_targets = "summarization" in self.families

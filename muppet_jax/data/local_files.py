@@ -22,9 +22,10 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from muppet_jax.data.task_info import FAMILIES, MuppetTask, TaskInfo, add_task
+from muppet_jax.data.task_info import MuppetTask, TaskInfo, add_task
 from muppet_jax.data.vocabulary import HFVocabulary
 from muppet_jax.errors import UserError
+from muppet_jax.families import check_family
 
 # family -> (column, dtype) of the text format; multiple choice adds its choices.
 _COLUMNS = {
@@ -131,8 +132,7 @@ def add_file_task(name: str, family: str, *, train: str | Sequence[str],
   num_classes: classes (classification) or choices per example (multiple choice).
   train_size: train examples, for mixture rates; counted from the files when not given.
   """
-  if family not in FAMILIES:
-    raise UserError(f"unknown task family {family!r}; families are {FAMILIES}")
+  check_family(family)
   files = {"train": _paths(train)}
   if validation is not None:
     files["validation"] = _paths(validation)

@@ -17,15 +17,7 @@ import seqio
 from muppet_jax.data import preprocessors
 from muppet_jax.data.vocabulary import HFVocabulary
 from muppet_jax.errors import UserError
-
-FAMILIES = ("classification", "regression", "multiple_choice", "span", "summarization")
-# The head a family trains by default: classification and regression tasks get their own
-# ("task"); multiple choice and span share one per family; summarization uses the LM head.
-DEFAULT_HEADS = {"classification": "task", "regression": "task",
-                 "multiple_choice": "multiple_choice", "span": "span", "summarization": "lm"}
-DEFAULT_METRICS = {"classification": ("accuracy",), "regression": ("pearson", "spearman"),
-                   "multiple_choice": ("accuracy",), "span": ("exact_match", "f1"),
-                   "summarization": ("rouge1", "rouge2", "rougeL")}
+from muppet_jax.families import DEFAULT_HEADS, DEFAULT_METRICS, TaskHead, check_family
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,8 +39,7 @@ class TaskInfo:
   description: str = ""
 
   def __post_init__(self):
-    if self.family not in FAMILIES:
-      raise UserError(f"unknown task family {self.family!r}; families are {FAMILIES}")
+    check_family(self.family)
     if not self.metrics:
       object.__setattr__(self, "metrics", DEFAULT_METRICS[self.family])
     if not self.head:
@@ -75,6 +66,14 @@ class MuppetTask(seqio.Task):
   def __init__(self, name: str, info: TaskInfo, **kwargs):
     super().__init__(name, **kwargs)
     self.info = info
+
+  def task_head(self, shared_heads: bool = True) -> TaskHead:
+    """The task as the heads see it; `shared_heads=False` gives multiple-choice and span tasks
+    a head of their own too."""
+    own = self.info.head == "task" or (
+        not shared_heads and self.info.family in ("multiple_choice", "span"))
+    return TaskHead(self.name, self.info.family, self.info.num_classes,
+                    self.name if own else self.info.head)
 
 
 def output_features(vocabulary: HFVocabulary) -> dict[str, seqio.Feature]:

@@ -24,8 +24,6 @@ import jax.numpy as jnp
 from muppet_jax.models import attention, layers
 from muppet_jax.models.config import BartConfig
 
-BATCH_LENGTH_EMBED = ("activation_batch", "activation_length", "activation_embed")
-HEAD_ACTIVATIONS = ("activation_batch", "activation_length", "activation_heads", "activation_kv")
 Cache = dict[str, Any]  # Per layer: {"self": {"key", "value"}, "cross": {"key", "value"}}.
 
 
@@ -36,16 +34,9 @@ class Seq2SeqOutput:
   logits: jax.Array  # [B, T, vocab]
 
 
-def _dense(config: BartConfig, features: int | tuple[int, ...], kernel_axes: tuple[str, ...],
-           name: str, n_in: int = 1) -> layers.DenseGeneral:
-  return layers.DenseGeneral(
-      features=(features,) if isinstance(features, int) else features, kernel_axes=kernel_axes,
-      n_in=n_in, stddev=config.initializer_range, dtype=config.compute_dtype,
-      param_dtype=config.weights_dtype, name=name)
-
-
-def _layer_norm(config: BartConfig, name: str) -> nn.LayerNorm:
-  return layers.layer_norm(config.layer_norm_eps, config.compute_dtype, config.weights_dtype, name)
+def _feed_forward(config: BartConfig, size: int) -> layers.FeedForward:
+  """BART's feed-forward block `mlp`: `fc1`, `fc2`, with activation dropout."""
+  return layers.FeedForward(config, size, ("fc1", "fc2"), config.activation_dropout, name="mlp")
 
 
 def causal_segment_mask(segment_ids: jax.Array) -> jax.Array:
@@ -70,50 +61,6 @@ def shift_right(ids: jax.Array, segment_ids: jax.Array, start_id: int, pad_id: i
   return jnp.where(segment_ids > 0, shifted, pad_id)
 
 
-class Attention(nn.Module):
-  """Multi-head attention with biases; queries from x, keys/values from `source` or a cache."""
-
-  config: BartConfig
-  num_heads: int
-
-  def setup(self):
-    cfg = self.config
-    heads = (self.num_heads, cfg.hidden_size // self.num_heads)
-    self.query = _dense(cfg, heads, ("embed", "heads", "kv"), "query")
-    self.key = _dense(cfg, heads, ("embed", "heads", "kv"), "key")
-    self.value = _dense(cfg, heads, ("embed", "heads", "kv"), "value")
-    self.output = _dense(cfg, cfg.hidden_size, ("heads", "kv", "embed"), "output", n_in=2)
-
-  def keys_values(self, source: jax.Array) -> dict[str, jax.Array]:
-    return {"key": nn.with_logical_constraint(self.key(source), HEAD_ACTIVATIONS),
-            "value": nn.with_logical_constraint(self.value(source), HEAD_ACTIVATIONS)}
-
-  def __call__(self, x: jax.Array, kv: dict[str, jax.Array], mask: jax.Array,
-               deterministic: bool) -> jax.Array:
-    cfg = self.config
-    q = nn.with_logical_constraint(self.query(x), HEAD_ACTIVATIONS)
-    dropout_rng = None
-    if cfg.attention_dropout > 0 and not deterministic:
-      dropout_rng = self.make_rng("dropout")
-    out = attention.attend(q, kv["key"], kv["value"], mask, impl=cfg.attention_impl,
-                           dropout_rate=cfg.attention_dropout, dropout_rng=dropout_rng,
-                           deterministic=deterministic)
-    return self.output(nn.with_logical_constraint(out, HEAD_ACTIVATIONS))
-
-
-class FeedForward(nn.Module):
-  config: BartConfig
-  size: int
-
-  @nn.compact
-  def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
-    cfg = self.config
-    h = layers.ACTIVATIONS[cfg.hidden_act](_dense(cfg, self.size, ("embed", "mlp"), "fc1")(x))
-    h = nn.with_logical_constraint(h, ("activation_batch", "activation_length", "activation_mlp"))
-    h = nn.Dropout(cfg.activation_dropout)(h, deterministic=deterministic)
-    return _dense(cfg, cfg.hidden_size, ("mlp", "embed"), "fc2")(h)
-
-
 class EncoderLayer(nn.Module):
   config: BartConfig
 
@@ -121,12 +68,12 @@ class EncoderLayer(nn.Module):
   def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool) -> jax.Array:
     cfg = self.config
     dropout = nn.Dropout(cfg.hidden_dropout)
-    attn = Attention(cfg, cfg.encoder_heads, name="self_attention")
+    attn = layers.Attention(cfg, cfg.encoder_heads, name="self_attention")
     h = attn(x, attn.keys_values(x), mask, deterministic)
-    x = _layer_norm(cfg, "self_attention_norm")(x + dropout(h, deterministic=deterministic))
-    h = FeedForward(cfg, cfg.encoder_ffn_size, name="mlp")(x, deterministic)
-    x = _layer_norm(cfg, "mlp_norm")(x + dropout(h, deterministic=deterministic))
-    return nn.with_logical_constraint(x, BATCH_LENGTH_EMBED)
+    x = layers.layer_norm(cfg, "self_attention_norm")(x + dropout(h, deterministic=deterministic))
+    h = _feed_forward(cfg, cfg.encoder_ffn_size)(x, deterministic)
+    x = layers.layer_norm(cfg, "mlp_norm")(x + dropout(h, deterministic=deterministic))
+    return nn.with_logical_constraint(x, layers.BATCH_LENGTH_EMBED)
 
 
 class DecoderLayer(nn.Module):
@@ -134,12 +81,12 @@ class DecoderLayer(nn.Module):
 
   def setup(self):
     cfg = self.config
-    self.self_attention = Attention(cfg, cfg.decoder_heads)
-    self.self_attention_norm = _layer_norm(cfg, "self_attention_norm")
-    self.cross_attention = Attention(cfg, cfg.decoder_heads)
-    self.cross_attention_norm = _layer_norm(cfg, "cross_attention_norm")
-    self.mlp = FeedForward(cfg, cfg.decoder_ffn_size)
-    self.mlp_norm = _layer_norm(cfg, "mlp_norm")
+    self.self_attention = layers.Attention(cfg, cfg.decoder_heads)
+    self.self_attention_norm = layers.layer_norm(cfg, "self_attention_norm")
+    self.cross_attention = layers.Attention(cfg, cfg.decoder_heads)
+    self.cross_attention_norm = layers.layer_norm(cfg, "cross_attention_norm")
+    self.mlp = _feed_forward(cfg, cfg.decoder_ffn_size)
+    self.mlp_norm = layers.layer_norm(cfg, "mlp_norm")
     self.dropout = nn.Dropout(cfg.hidden_dropout)
 
   def __call__(self, x: jax.Array, encoder_hidden: jax.Array | None, self_mask: jax.Array,
@@ -161,7 +108,7 @@ class DecoderLayer(nn.Module):
     x = self.cross_attention_norm(x + drop(self.cross_attention(x, cross_kv, cross_mask,
                                                                 deterministic)))
     x = self.mlp_norm(x + drop(self.mlp(x, deterministic)))
-    return nn.with_logical_constraint(x, BATCH_LENGTH_EMBED), cache
+    return nn.with_logical_constraint(x, layers.BATCH_LENGTH_EMBED), cache
 
   def cross_cache(self, encoder_hidden: jax.Array) -> dict[str, jax.Array]:
     return self.cross_attention.keys_values(encoder_hidden)
@@ -180,9 +127,9 @@ class _Embedder(nn.Module):
                      embedding_init=layers.normal(cfg.initializer_range, "positions", "embed"),
                      name="positions")
     x = tokens + table(positions + cfg.position_offset)
-    x = _layer_norm(cfg, "layer_norm")(x)
+    x = layers.layer_norm(cfg, "layer_norm")(x)
     x = nn.Dropout(cfg.hidden_dropout)(x, deterministic=deterministic)
-    return nn.with_logical_constraint(x, BATCH_LENGTH_EMBED)
+    return nn.with_logical_constraint(x, layers.BATCH_LENGTH_EMBED)
 
 
 class Bart(nn.Module):
@@ -275,12 +222,7 @@ class Bart(nn.Module):
       new_cache.append(layer_cache)
     return self.lm_logits(x)[:, 0], new_cache
 
-  def initialize(self, input_ids: jax.Array, decoder_ids: jax.Array) -> Seq2SeqOutput:
-    """Creates every parameter (use as `init`'s method)."""
-    return self(input_ids, decoder_ids)
-
-
-def init_variables(model: nn.Module, rng: jax.Array) -> dict:
-  """Boxed (logically annotated) variables; the shapes don't depend on the dummy inputs."""
-  ids = jnp.zeros((1, 8), jnp.int32)
-  return model.init({"params": rng}, ids, ids, method="initialize")
+  def initialize(self) -> Seq2SeqOutput:
+    """Creates every parameter (`layers.init_variables`)."""
+    ids = jnp.zeros((1, 8), jnp.int32)
+    return self(ids, ids)

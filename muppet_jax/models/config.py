@@ -19,19 +19,47 @@ DTYPES = ("float32", "bfloat16", "float16")
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
 
 
-def _check_common(config: Any, check: Any) -> None:
-  """The checks of the fields both configs have."""
-  check(config.dtype in DTYPES, f"dtype={config.dtype!r}; choose one of {DTYPES}")
-  check(config.param_dtype in DTYPES,
-        f"param_dtype={config.param_dtype!r}; choose one of {DTYPES}")
-  check(config.attention_impl in ATTENTION_IMPLS,
-        f"attention_impl={config.attention_impl!r}; choose one of {ATTENTION_IMPLS}")
-  check(config.hidden_act in ACTIVATIONS,
-        f"hidden_act={config.hidden_act!r} is not supported; supported: {ACTIVATIONS}")
+class _ConfigMethods:
+  """What both model configs do alike: checks of the shared fields, dtypes, dict round trips."""
+
+  def _check(self, ok: bool, message: str) -> None:
+    if not ok:
+      raise UserError(f"{type(self).__name__}: {message}")
+
+  def _check_common(self) -> None:
+    check = self._check
+    check(self.dtype in DTYPES, f"dtype={self.dtype!r}; choose one of {DTYPES}")
+    check(self.param_dtype in DTYPES,
+          f"param_dtype={self.param_dtype!r}; choose one of {DTYPES}")
+    check(self.attention_impl in ATTENTION_IMPLS,
+          f"attention_impl={self.attention_impl!r}; choose one of {ATTENTION_IMPLS}")
+    check(self.hidden_act in ACTIVATIONS,
+          f"hidden_act={self.hidden_act!r} is not supported; supported: {ACTIVATIONS}")
+
+  @property
+  def compute_dtype(self) -> jnp.dtype:
+    return jnp.dtype(self.dtype)
+
+  @property
+  def weights_dtype(self) -> jnp.dtype:
+    return jnp.dtype(self.param_dtype)
+
+  def replace(self, **changes: Any):
+    unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+    if unknown:
+      raise UserError(f"{type(self).__name__} has no field(s) {sorted(unknown)}")
+    return dataclasses.replace(self, **changes)
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any]):
+    return cls().replace(**d)
 
 
 @dataclasses.dataclass(frozen=True)
-class EncoderConfig:
+class EncoderConfig(_ConfigMethods):
   """A RoBERTa- or BERT-architecture encoder.
 
   The architecture fields mirror Hugging Face's config.json; the runtime fields (dtypes, dropout,
@@ -61,16 +89,12 @@ class EncoderConfig:
   attention_impl: str = "xla"
 
   def __post_init__(self):
-    def check(ok: bool, message: str):
-      if not ok:
-        raise UserError(f"EncoderConfig: {message}")
-
-    check(self.model_type in SUPPORTED_MODEL_TYPES,
-          f"unknown architecture model_type={self.model_type!r}; supported: "
-          f"{', '.join(SUPPORTED_MODEL_TYPES)}")
-    check(self.hidden_size % self.num_heads == 0,
-          f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}")
-    _check_common(self, check)
+    self._check(self.model_type in SUPPORTED_MODEL_TYPES,
+                f"unknown architecture model_type={self.model_type!r}; supported: "
+                f"{', '.join(SUPPORTED_MODEL_TYPES)}")
+    self._check(self.hidden_size % self.num_heads == 0,
+                f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}")
+    self._check_common()
 
   @property
   def head_dim(self) -> int:
@@ -85,27 +109,6 @@ class EncoderConfig:
   def max_length(self) -> int:
     """Longest sequence (or packed row) the position table covers."""
     return self.max_position_embeddings - self.position_offset
-
-  @property
-  def compute_dtype(self) -> jnp.dtype:
-    return jnp.dtype(self.dtype)
-
-  @property
-  def weights_dtype(self) -> jnp.dtype:
-    return jnp.dtype(self.param_dtype)
-
-  def replace(self, **changes: Any) -> EncoderConfig:
-    unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
-    if unknown:
-      raise UserError(f"EncoderConfig has no field(s) {sorted(unknown)}")
-    return dataclasses.replace(self, **changes)
-
-  def to_dict(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
-
-  @classmethod
-  def from_dict(cls, d: Mapping[str, Any]) -> EncoderConfig:
-    return cls().replace(**d)
 
   @classmethod
   def from_hf_config(cls, hf: Mapping[str, Any], **runtime: Any) -> EncoderConfig:
@@ -173,7 +176,7 @@ def roberta_config(size: str, **runtime: Any) -> EncoderConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class BartConfig:
+class BartConfig(_ConfigMethods):
   """A BART encoder-decoder (post-LayerNorm, learned positions offset by 2, tied LM head).
 
   Architecture fields mirror Hugging Face's BartConfig under the names `EncoderConfig` uses where
@@ -211,16 +214,12 @@ class BartConfig:
   position_offset = 2
 
   def __post_init__(self):
-    def check(ok: bool, message: str):
-      if not ok:
-        raise UserError(f"BartConfig: {message}")
-
-    check(self.model_type == "bart", f"model_type={self.model_type!r}; expected 'bart'")
+    self._check(self.model_type == "bart", f"model_type={self.model_type!r}; expected 'bart'")
     for side in ("encoder", "decoder"):
       heads = getattr(self, f"{side}_heads")
-      check(self.hidden_size % heads == 0,
-            f"hidden_size={self.hidden_size} is not divisible by {side}_heads={heads}")
-    _check_common(self, check)
+      self._check(self.hidden_size % heads == 0,
+                  f"hidden_size={self.hidden_size} is not divisible by {side}_heads={heads}")
+    self._check_common()
 
   @property
   def max_length(self) -> int:
@@ -230,12 +229,6 @@ class BartConfig:
   @property
   def embed_scale(self) -> float:
     return self.hidden_size ** 0.5 if self.scale_embedding else 1.0
-
-  compute_dtype = EncoderConfig.compute_dtype
-  weights_dtype = EncoderConfig.weights_dtype
-  replace = EncoderConfig.replace
-  to_dict = EncoderConfig.to_dict
-  from_dict = classmethod(EncoderConfig.from_dict.__func__)
 
   @classmethod
   def from_hf_config(cls, hf: Mapping[str, Any], **runtime: Any) -> BartConfig:

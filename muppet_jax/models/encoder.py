@@ -16,21 +16,6 @@ import jax.numpy as jnp
 from muppet_jax.models import attention, layers
 from muppet_jax.models.config import EncoderConfig
 
-BATCH_LENGTH_EMBED = ("activation_batch", "activation_length", "activation_embed")
-
-
-def _layer_norm(config: EncoderConfig, name: str) -> nn.LayerNorm:
-  return layers.layer_norm(config.layer_norm_eps, config.compute_dtype, config.weights_dtype, name)
-
-
-def _dense(config: EncoderConfig, features: int | tuple[int, ...], kernel_axes: tuple[str, ...],
-           name: str, n_in: int = 1) -> layers.DenseGeneral:
-  return layers.DenseGeneral(
-      features=(features,) if isinstance(features, int) else features, kernel_axes=kernel_axes,
-      n_in=n_in, stddev=config.initializer_range, dtype=config.compute_dtype,
-      param_dtype=config.weights_dtype, name=name)
-
-
 @flax.struct.dataclass
 class MaskedLMOutput:
   hidden_states: jax.Array  # [batch, length, hidden], the encoder's last layer.
@@ -55,7 +40,7 @@ class Embeddings(nn.Module):
                                      "position_embeddings")
     self.token_type_embeddings = embed(cfg.type_vocab_size, "token_types",
                                        "token_type_embeddings")
-    self.layer_norm = _layer_norm(cfg, "layer_norm")
+    self.layer_norm = layers.layer_norm(cfg, "layer_norm")
     self.dropout = nn.Dropout(cfg.hidden_dropout)
 
   def __call__(self, input_ids: jax.Array, position_ids: jax.Array, token_type_ids: jax.Array,
@@ -66,41 +51,7 @@ class Embeddings(nn.Module):
     x = (words + self.token_type_embeddings(token_type_ids)
          + self.position_embeddings(position_ids))
     x = self.dropout(self.layer_norm(x), deterministic=deterministic)
-    return nn.with_logical_constraint(x, BATCH_LENGTH_EMBED)
-
-
-class SelfAttention(nn.Module):
-  config: EncoderConfig
-
-  @nn.compact
-  def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool) -> jax.Array:
-    cfg = self.config
-    heads = (cfg.num_heads, cfg.head_dim)
-    qkv_axes = ("embed", "heads", "kv")
-    act_axes = ("activation_batch", "activation_length", "activation_heads", "activation_kv")
-    q, k, v = (nn.with_logical_constraint(_dense(cfg, heads, qkv_axes, name)(x), act_axes)
-               for name in ("query", "key", "value"))
-    dropout_rng = None
-    if cfg.attention_dropout > 0 and not deterministic:
-      dropout_rng = self.make_rng("dropout")
-    out = attention.attend(q, k, v, mask, impl=cfg.attention_impl,
-                           dropout_rate=cfg.attention_dropout, dropout_rng=dropout_rng,
-                           deterministic=deterministic)
-    out = nn.with_logical_constraint(out, act_axes)
-    return _dense(cfg, cfg.hidden_size, ("heads", "kv", "embed"), "output", n_in=2)(out)
-
-
-class MLP(nn.Module):
-  config: EncoderConfig
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    cfg = self.config
-    h = _dense(cfg, cfg.intermediate_size, ("embed", "mlp"), "intermediate")(x)
-    h = layers.ACTIVATIONS[cfg.hidden_act](h)
-    h = nn.with_logical_constraint(
-        h, ("activation_batch", "activation_length", "activation_mlp"))
-    return _dense(cfg, cfg.hidden_size, ("mlp", "embed"), "output")(h)
+    return nn.with_logical_constraint(x, layers.BATCH_LENGTH_EMBED)
 
 
 class EncoderLayer(nn.Module):
@@ -112,11 +63,13 @@ class EncoderLayer(nn.Module):
   def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool) -> jax.Array:
     cfg = self.config
     dropout = nn.Dropout(cfg.hidden_dropout)
-    a = SelfAttention(cfg, name="attention")(x, mask, deterministic)
-    x = _layer_norm(cfg, "attention_norm")(x + dropout(a, deterministic=deterministic))
-    h = MLP(cfg, name="mlp")(x)
-    x = _layer_norm(cfg, "mlp_norm")(x + dropout(h, deterministic=deterministic))
-    return nn.with_logical_constraint(x, BATCH_LENGTH_EMBED)
+    attn = layers.Attention(cfg, cfg.num_heads, name="attention")
+    a = attn(x, attn.keys_values(x), mask, deterministic)
+    x = layers.layer_norm(cfg, "attention_norm")(x + dropout(a, deterministic=deterministic))
+    h = layers.FeedForward(cfg, cfg.intermediate_size, ("intermediate", "output"),
+                           name="mlp")(x, deterministic)
+    x = layers.layer_norm(cfg, "mlp_norm")(x + dropout(h, deterministic=deterministic))
+    return nn.with_logical_constraint(x, layers.BATCH_LENGTH_EMBED)
 
 
 class Encoder(nn.Module):
@@ -167,8 +120,8 @@ class MaskedLMHead(nn.Module):
   @nn.compact
   def __call__(self, hidden: jax.Array, word_embeddings: jax.Array) -> jax.Array:
     cfg = self.config
-    h = _dense(cfg, cfg.hidden_size, ("embed", "mlp"), "dense")(hidden)
-    h = _layer_norm(cfg, "layer_norm")(layers.ACTIVATIONS[cfg.hidden_act](h))
+    h = layers.dense(cfg, cfg.hidden_size, ("embed", "mlp"), "dense")(hidden)
+    h = layers.layer_norm(cfg, "layer_norm")(layers.ACTIVATIONS[cfg.hidden_act](h))
     bias = self.param("bias", layers.zeros("vocab"), (cfg.vocab_size,), cfg.weights_dtype)
     logits = jnp.einsum("bld,vd->blv", h, word_embeddings.astype(h.dtype)) + bias.astype(h.dtype)
     return nn.with_logical_constraint(
@@ -193,7 +146,6 @@ class EncoderForMaskedLM(nn.Module):
     logits = self.mlm_head(hidden, self.encoder.embeddings.word_embeddings.embedding)
     return MaskedLMOutput(hidden_states=hidden, logits=logits)
 
-
-def init_variables(model: nn.Module, rng: jax.Array) -> dict:
-  """The model's (boxed, logically annotated) variables; shapes don't depend on the dummy input."""
-  return model.init({"params": rng}, jnp.zeros((1, 8), jnp.int32))
+  def initialize(self) -> MaskedLMOutput:
+    """Creates every parameter (`layers.init_variables`)."""
+    return self(jnp.zeros((1, 8), jnp.int32))

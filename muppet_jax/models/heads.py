@@ -17,40 +17,14 @@ branching on tasks, static shapes, and the head FLOPs are negligible next to the
 
 from __future__ import annotations
 
-import dataclasses
-
 import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
 
+from muppet_jax.families import HeadLayout
 from muppet_jax.models import layers
 from muppet_jax.models.config import ModelConfig
-
-HEAD_KINDS = ("classification", "multiple_choice", "span", "lm")
-# The head kind of each task family.
-FAMILY_HEAD_KIND = {"classification": "classification", "regression": "classification",
-                    "multiple_choice": "multiple_choice", "span": "span", "summarization": "lm"}
-
-
-@dataclasses.dataclass(frozen=True)
-class HeadLayout:
-  """Which heads exist, and each head's kind and index within its kind's stack."""
-
-  names: tuple[str, ...]  # Global head index -> name (the stream's `seg_head` values).
-  kinds: tuple[str, ...]
-  num_classes: int  # Width of the classification heads (the most classes of any task).
-
-  def index_in_kind(self) -> tuple[int, ...]:
-    seen = {k: 0 for k in HEAD_KINDS}
-    out = []
-    for kind in self.kinds:
-      out.append(seen[kind])
-      seen[kind] += 1
-    return tuple(out)
-
-  def count(self, kind: str) -> int:
-    return self.kinds.count(kind)
 
 
 @flax.struct.dataclass

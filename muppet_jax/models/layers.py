@@ -1,12 +1,22 @@
-"""Building blocks with logical axis names on every parameter, shared by the model families."""
+"""Building blocks with logical axis names on every parameter, shared by the model families.
+
+Each block takes the model's config (`EncoderConfig` or `BartConfig`: both have the dtypes,
+`initializer_range`, `layer_norm_eps`, `hidden_act` and dropout fields used here) and its
+parameter names, so that each family keeps the names its Hugging Face map expects.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from muppet_jax.models import attention
+
+BATCH_LENGTH_EMBED = ("activation_batch", "activation_length", "activation_embed")
+HEAD_ACTIVATIONS = ("activation_batch", "activation_length", "activation_heads", "activation_kv")
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # Hugging Face's "gelu" is the erf form.
@@ -54,7 +64,71 @@ class DenseGeneral(nn.Module):
     return y + bias.astype(self.dtype)
 
 
-def layer_norm(epsilon: float, dtype: jnp.dtype, param_dtype: jnp.dtype,
-               name: str) -> nn.LayerNorm:
-  return nn.LayerNorm(epsilon=epsilon, dtype=dtype, param_dtype=param_dtype, name=name,
+def dense(config: Any, features: int | tuple[int, ...], kernel_axes: tuple[str, ...], name: str,
+          n_in: int = 1) -> DenseGeneral:
+  """A `DenseGeneral` in the model's dtypes and initialization."""
+  return DenseGeneral(
+      features=(features,) if isinstance(features, int) else features, kernel_axes=kernel_axes,
+      n_in=n_in, stddev=config.initializer_range, dtype=config.compute_dtype,
+      param_dtype=config.weights_dtype, name=name)
+
+
+def layer_norm(config: Any, name: str) -> nn.LayerNorm:
+  return nn.LayerNorm(epsilon=config.layer_norm_eps, dtype=config.compute_dtype,
+                      param_dtype=config.weights_dtype, name=name,
                       scale_init=ones("embed"), bias_init=zeros("embed"))
+
+
+class Attention(nn.Module):
+  """Multi-head attention with biases (`query`, `key`, `value`, `output`); queries from x, keys
+  and values from `keys_values(source)` or a decoding cache."""
+
+  config: Any
+  num_heads: int
+
+  def setup(self):
+    cfg = self.config
+    heads = (self.num_heads, cfg.hidden_size // self.num_heads)
+    self.query = dense(cfg, heads, ("embed", "heads", "kv"), "query")
+    self.key = dense(cfg, heads, ("embed", "heads", "kv"), "key")
+    self.value = dense(cfg, heads, ("embed", "heads", "kv"), "value")
+    self.output = dense(cfg, cfg.hidden_size, ("heads", "kv", "embed"), "output", n_in=2)
+
+  def keys_values(self, source: jax.Array) -> dict[str, jax.Array]:
+    return {"key": nn.with_logical_constraint(self.key(source), HEAD_ACTIVATIONS),
+            "value": nn.with_logical_constraint(self.value(source), HEAD_ACTIVATIONS)}
+
+  def __call__(self, x: jax.Array, kv: dict[str, jax.Array], mask: jax.Array,
+               deterministic: bool) -> jax.Array:
+    cfg = self.config
+    q = nn.with_logical_constraint(self.query(x), HEAD_ACTIVATIONS)
+    dropout_rng = None
+    if cfg.attention_dropout > 0 and not deterministic:
+      dropout_rng = self.make_rng("dropout")
+    out = attention.attend(q, kv["key"], kv["value"], mask, impl=cfg.attention_impl,
+                           dropout_rate=cfg.attention_dropout, dropout_rng=dropout_rng,
+                           deterministic=deterministic)
+    return self.output(nn.with_logical_constraint(out, HEAD_ACTIVATIONS))
+
+
+class FeedForward(nn.Module):
+  """dense (`names[0]`) -> activation -> dropout -> dense (`names[1]`)."""
+
+  config: Any
+  size: int
+  names: tuple[str, str]
+  dropout_rate: float = 0.0
+
+  @nn.compact
+  def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+    cfg = self.config
+    h = ACTIVATIONS[cfg.hidden_act](dense(cfg, self.size, ("embed", "mlp"), self.names[0])(x))
+    h = nn.with_logical_constraint(h, ("activation_batch", "activation_length", "activation_mlp"))
+    h = nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
+    return dense(cfg, cfg.hidden_size, ("mlp", "embed"), self.names[1])(h)
+
+
+def init_variables(model: nn.Module, rng: jax.Array) -> dict:
+  """The boxed (logically annotated) variables of a model with an argument-free `initialize`
+  method, which creates every parameter from dummy inputs (shapes don't depend on them)."""
+  return model.init({"params": rng}, method="initialize")

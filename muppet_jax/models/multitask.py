@@ -24,7 +24,8 @@ import jax.numpy as jnp
 from muppet_jax.models.bart import Bart, shift_right
 from muppet_jax.models.config import BartConfig, EncoderConfig, ModelConfig
 from muppet_jax.models.encoder import Encoder, MaskedLMHead
-from muppet_jax.models.heads import HeadLayout, HeadOutputs, TaskHeads
+from muppet_jax.families import HeadLayout
+from muppet_jax.models.heads import HeadOutputs, TaskHeads
 
 Batch = Mapping[str, jax.Array]
 
@@ -45,8 +46,9 @@ class MultiTaskEncoder(nn.Module):
     return self.heads(hidden, batch["segment_ids"], batch["seg_head"], batch["seg_start"],
                       deterministic)
 
-  def initialize(self, batch: Batch) -> HeadOutputs:
-    """Creates every parameter, the masked-LM head's included (use as `init`'s method)."""
+  def initialize(self) -> HeadOutputs:
+    """Creates every parameter, the masked-LM head's included (`layers.init_variables`)."""
+    batch = dummy_batch()
     hidden = self.encoder(batch["input_ids"], segment_ids=batch["segment_ids"])
     self.mlm_head(hidden, self.encoder.embeddings.word_embeddings.embedding)
     return self.heads(hidden, batch["segment_ids"], batch["seg_head"], batch["seg_start"], True)
@@ -84,9 +86,9 @@ class MultiTaskBart(Bart):
     summaries = self.decode(decoder_ids, targets, encoded, segments, deterministic)
     return outputs.replace(lm_logits=self.lm_logits(summaries))
 
-  def initialize(self, batch: Batch) -> HeadOutputs:
-    """Creates every parameter (use as `init`'s method)."""
-    return self(batch)
+  def initialize(self) -> HeadOutputs:
+    """Creates every parameter (`layers.init_variables`)."""
+    return self(dummy_batch())
 
 
 def build(config: ModelConfig, layout: HeadLayout) -> nn.Module:
@@ -105,8 +107,3 @@ def dummy_batch(rows: int = 1, length: int = 8, segments: int = 2, targets: int 
   return {"input_ids": ids, "segment_ids": jnp.ones_like(ids), "seg_head": slots,
           "seg_start": slots, "target_ids": target_ids,
           "target_segment_ids": jnp.ones_like(target_ids)}
-
-
-def init_variables(model: nn.Module, rng: jax.Array) -> dict:
-  """Boxed (logically annotated) variables; the shapes don't depend on the dummy inputs."""
-  return model.init({"params": rng}, dummy_batch(), method="initialize")

@@ -1,0 +1,86 @@
+"""A run's input pipeline, from its config: the mixture's tasks (registered, and checked to be
+prepared before anything is read), the host-local training and evaluation streams, and host
+batches assembled into global arrays."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import seqio
+import tensorflow as tf
+from jax.sharding import Mesh, NamedSharding
+
+from muppet_jax.data import batching, mixing
+from muppet_jax.data.task_info import MuppetTask, check_prepared
+from muppet_jax.errors import UserError
+from muppet_jax.families import HeadLayout
+
+
+def prepared_tasks(config: ml_collections.ConfigDict) -> list[MuppetTask]:
+  """The tasks of `config.data.mixture`, each checked to have its data prepared."""
+  tf.config.set_visible_devices([], "GPU")  # TensorFlow only feeds data.
+  importlib.import_module("tasks")  # Registers the seqio tasks and mixtures.
+  tasks = mixing.mixture_tasks(config.data.mixture)
+  for task in tasks:  # Before any tokenizer or data is read.
+    check_prepared(task)
+  return tasks
+
+
+def vocabulary(tasks: list[MuppetTask]) -> Any:
+  return tasks[0].output_features["inputs"].vocabulary
+
+
+def check_batch_size(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
+  ways = mesh.shape["data"] * mesh.shape["fsdp"]
+  if config.data.batch_size % (ways * config.microbatches):
+    raise UserError(f"data.batch_size={config.data.batch_size} must be a multiple of data*fsdp "
+                    f"({ways}) x microbatches ({config.microbatches})")
+  if config.data.batch_size % jax.process_count():
+    raise UserError(f"data.batch_size={config.data.batch_size} must divide over "
+                    f"{jax.process_count()} hosts")
+
+
+def stream_config(config: ml_collections.ConfigDict, **changes: Any) -> batching.StreamConfig:
+  """The host-local stream of `config.data` (the batch divided over hosts), with `changes`."""
+  d = config.data
+  if d.batching not in ("heterogeneous", "homogeneous"):
+    raise UserError(f"data.batching={d.batching!r}; choose heterogeneous or homogeneous")
+  fields = dict(mixture=d.mixture, batch_size=d.batch_size // jax.process_count(),
+                max_length=d.max_length, target_length=d.target_length, packing=d.packing,
+                max_segments=d.max_segments, seed=d.seed, temperature=d.temperature,
+                rate_cap=d.rate_cap or None, shared_heads=d.shared_heads,
+                homogeneous=d.batching == "homogeneous", row_groups=config.microbatches)
+  return batching.StreamConfig(**{**fields, **changes})
+
+
+def _shard() -> seqio.ShardInfo:
+  return seqio.ShardInfo(jax.process_index(), jax.process_count())
+
+
+def train_stream(config: ml_collections.ConfigDict, seq2seq: bool) -> batching.MixtureStream:
+  """This host's training batches; encoders have no decoder to summarize with, so their runs
+  leave summarization tasks out."""
+  excluded = () if seq2seq else ("summarization",)
+  return batching.MixtureStream(stream_config(config, exclude_families=excluded), _shard())
+
+
+def eval_stream(config: ml_collections.ConfigDict, task: MuppetTask,
+                layout: HeadLayout) -> batching.MixtureStream:
+  """One pass over this host's part of `task`'s validation split, heads numbered as in
+  training; summaries one document per row (they are generated from it)."""
+  summarize = task.info.family == "summarization"
+  return batching.MixtureStream(
+      stream_config(config, mixture=task.name, split="validation", num_epochs=1, shuffle=False,
+                    batch_size=config.eval.batch_size // jax.process_count(),
+                    homogeneous=False, row_groups=1,
+                    packing=config.data.packing and not summarize),
+      _shard(), layout=layout)
+
+
+def global_batch(local: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
+  """Every host's batch, as one global array per key."""
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
