@@ -32,6 +32,15 @@ def run(main: Callable[[list[str]], int], argv: list[str] | None = None) -> None
     sys.exit(main(sys.argv[1:] if argv is None else argv))
 
 
+def parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS) -> list[str]:
+  """absl's flag parsing (`app.run(main, flags_parser=parse_flags)`), a bad flag as one line."""
+  try:
+    return flag_values(argv)
+  except flags.Error as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
 def load_config(spec: str) -> ml_collections.ConfigDict:
   """The config of `FILE[:PRESET]`: FILE's `get_config(PRESET)` (or `get_config()`)."""
   path, _, preset = spec.partition(":")

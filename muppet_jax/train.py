@@ -130,4 +130,4 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
   with cli.user_errors():  # Before absl, which reports these with a stack trace.
     cli.check_config_flags(sys.argv[1:])
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -2,6 +2,7 @@
 `UserError` naming the choices, found before absl parses the flags."""
 
 import pytest
+from absl import flags
 
 from muppet_jax import cli
 from muppet_jax.errors import UserError
@@ -44,3 +45,17 @@ def test_a_config_file_that_does_not_parse(tmp_path):
   path.write_text("def get_config(:\n")
   with pytest.raises(UserError, match="broken.py does not parse"):
     cli.check_config_flags([f"--config={path}"])
+
+
+def test_other_bad_flags_are_one_line_too(capsys):
+  sandbox = flags.FlagValues()
+  flags.DEFINE_bool("multihost", False, "", flag_values=sandbox)
+  flags.DEFINE_string("workdir", None, "", flag_values=sandbox)
+  assert cli.parse_flags(["prog", "--multihost", "--workdir=w", "rest"], sandbox) == ["prog", "rest"]
+  for bad, message in [("--multihost=maybe", "Non-boolean argument to boolean flag"),
+                       ("--wrkdir=w", "Unknown command line flag 'wrkdir'")]:
+    with pytest.raises(SystemExit) as info:
+      cli.parse_flags(["prog", bad], sandbox)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1, err

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from muppet_jax.models import attention, layers
 from muppet_jax.models.config import EncoderConfig
 
+
 @flax.struct.dataclass
 class MaskedLMOutput:
   hidden_states: jax.Array  # [batch, length, hidden], the encoder's last layer.

@@ -21,10 +21,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from muppet_jax.families import HeadLayout
 from muppet_jax.models.bart import Bart, shift_right
 from muppet_jax.models.config import BartConfig, EncoderConfig, ModelConfig
 from muppet_jax.models.encoder import Encoder, MaskedLMHead
-from muppet_jax.families import HeadLayout
 from muppet_jax.models.heads import HeadOutputs, TaskHeads
 
 Batch = Mapping[str, jax.Array]
