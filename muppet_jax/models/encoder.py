@@ -64,8 +64,7 @@ class EncoderLayer(nn.Module):
   def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool) -> jax.Array:
     cfg = self.config
     dropout = nn.Dropout(cfg.hidden_dropout)
-    attn = layers.Attention(cfg, cfg.num_heads, name="attention")
-    a = attn(x, attn.keys_values(x), mask, deterministic)
+    a = layers.Attention(cfg, cfg.num_heads, name="attention")(x, None, mask, deterministic)
     x = layers.layer_norm(cfg, "attention_norm")(x + dropout(a, deterministic=deterministic))
     h = layers.FeedForward(cfg, cfg.intermediate_size, ("intermediate", "output"),
                            name="mlp")(x, deterministic)

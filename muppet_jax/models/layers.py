@@ -81,7 +81,7 @@ def layer_norm(config: Any, name: str) -> nn.LayerNorm:
 
 class Attention(nn.Module):
   """Multi-head attention with biases (`query`, `key`, `value`, `output`); queries from x, keys
-  and values from `keys_values(source)` or a decoding cache."""
+  and values from x, from `keys_values(source)` or from a decoding cache."""
 
   config: Any
   num_heads: int
@@ -98,10 +98,12 @@ class Attention(nn.Module):
     return {"key": nn.with_logical_constraint(self.key(source), HEAD_ACTIVATIONS),
             "value": nn.with_logical_constraint(self.value(source), HEAD_ACTIVATIONS)}
 
-  def __call__(self, x: jax.Array, kv: dict[str, jax.Array], mask: jax.Array,
+  def __call__(self, x: jax.Array, kv: dict[str, jax.Array] | None, mask: jax.Array,
                deterministic: bool) -> jax.Array:
+    """`kv` None: self-attention over x."""
     cfg = self.config
     q = nn.with_logical_constraint(self.query(x), HEAD_ACTIVATIONS)
+    kv = self.keys_values(x) if kv is None else kv
     dropout_rng = None
     if cfg.attention_dropout > 0 and not deterministic:
       dropout_rng = self.make_rng("dropout")
