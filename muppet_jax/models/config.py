@@ -97,10 +97,6 @@ class EncoderConfig(_ConfigMethods):
     self._check_common()
 
   @property
-  def head_dim(self) -> int:
-    return self.hidden_size // self.num_heads
-
-  @property
   def position_offset(self) -> int:
     """Position id of a sequence's first token: RoBERTa counts from pad_token_id + 1."""
     return self.pad_token_id + 1 if self.model_type in ROBERTA_FAMILY else 0
