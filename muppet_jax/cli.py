@@ -101,5 +101,6 @@ def check_config_flags(argv: list[str], name: str = "config") -> None:
     try:
       sandbox(args)
     except flags.Error as e:
-      raise UserError(f"{arg}: {e.__cause__ or e}; {key} must be of type "
-                      f"{type(value).__name__} (it is {value!r} in {spec})") from e
+      shown = value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
+      raise UserError(f"{e}; {key} must be of type "
+                      f"{type(value).__name__} (it is {shown!r} in {spec})") from e

@@ -25,6 +25,7 @@ DEMO = "--config=configs/prefinetune.py:demo"
      "--config.total_steps=abc: invalid literal for int() with base 10: 'abc'; total_steps must "
      "be of type int (it is 600 in configs/prefinetune.py:demo)"),
     ([DEMO, "--config.data.packing=maybe"], "data.packing must be of type bool (it is True"),
+    ([DEMO, "--config.mesh=3"], "mesh must be of type ConfigDict (it is {'data': 1"),
     # absl keeps the last --config; so does the check.
     ([DEMO, "--config=configs/prefinetune.py:nope"], "unknown preset 'nope'"),
 ])
