@@ -1,8 +1,9 @@
 """Checkpoints written by earlier versions of muppet_jax still restore, resume and export.
 
 `tests/fixtures/checkpoints_v1/{roberta,bart}` are 3-step demo runs (tiny models; checkpoints of
-steps 2 and 3, the input stream's position of step 2) written by commit 39a2dde, before the trainer was split into library modules, with the
-exports' file hashes that that code produced (`exports.json`). Rebuilding them with today's code
+steps 2 and 3, the input stream's position of step 2) written by commit 39a2dde, before the
+trainer was split into library modules, with the exports' file hashes that that code produced
+(`exports.json`). Rebuilding them with today's code
 would prove nothing: `XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m
 tests.test_checkpoint_compat` was run once, at that commit.
 """

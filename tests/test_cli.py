@@ -52,7 +52,8 @@ def test_other_bad_flags_are_one_line_too(capsys):
   sandbox = flags.FlagValues()
   flags.DEFINE_bool("multihost", False, "", flag_values=sandbox)
   flags.DEFINE_string("workdir", None, "", flag_values=sandbox)
-  assert cli.parse_flags(["prog", "--multihost", "--workdir=w", "rest"], sandbox) == ["prog", "rest"]
+  parsed = cli.parse_flags(["prog", "--multihost", "--workdir=w", "rest"], sandbox)
+  assert parsed == ["prog", "rest"]
   for bad, message in [("--multihost=maybe", "Non-boolean argument to boolean flag"),
                        ("--wrkdir=w", "Unknown command line flag 'wrkdir'")]:
     with pytest.raises(SystemExit) as info:
