@@ -1,8 +1,8 @@
 """From a mixture's examples to static-shape, heterogeneous, packed batches.
 
-`MixtureStream` draws tasks by the mixture's rates (numpy RNG), pulls the next example of the
-drawn task from that task's own seqio dataset (sharded per host with `seqio.ShardInfo`), and packs
-examples into rows first-fit:
+`MixtureStream` draws tasks by the mixture's rates, takes the next example of the drawn task from
+that task's reader (`readers.TaskReader`: this process's shard of the task, tokenized live or read
+from the token cache, shuffled in blocks), and packs examples into rows first-fit:
 
 - every sequence is a segment: `segment_ids` 1..S per row, 0 for padding, positions restart at 0;
 - a multiple-choice example's choices are placed in the same batch (consecutive segments, possibly
@@ -11,8 +11,10 @@ examples into rows first-fit:
   of the mixture (so every batch is heterogeneous), then draws by rate until the batch is full;
 - `packing=False` gives the plain padded mode: one sequence per row.
 
-The stream is deterministic for a seed and a shard, and its position (the RNG, the waiting
-examples, and the tf.data iterators) can be saved and restored exactly.
+The stream is deterministic for a seed and a shard, cached or live, and its position (the RNG,
+each reader's position, the waiting examples) is saved and restored exactly. Batches are made
+ahead on a background thread (`ahead` of them ready); an error there is raised by `next`, and
+`close()` (or leaving a `with` block) stops the thread and the readers.
 
 Batch arrays (B rows, L tokens, T target tokens, S segment slots per row):
   input_ids, segment_ids, positions                                 [B, L] int32
@@ -25,25 +27,33 @@ Batch arrays (B rows, L tokens, T target tokens, S segment slots per row):
 
 from __future__ import annotations
 
+import atexit
+import bisect
+import concurrent.futures
 import dataclasses
+import itertools
 import json
 import os
+import queue
+import random
+import threading
+import weakref
 from typing import Any, Iterator
 
 import numpy as np
 import seqio
-import tensorflow as tf
 from etils import epath
 
-from muppet_jax.data import mixing
-from muppet_jax.data.task_info import MuppetTask
+from muppet_jax.data import mixing, packing, readers
 from muppet_jax.errors import UserError
 from muppet_jax.families import HeadLayout
 
 Batch = dict[str, np.ndarray]
 STATE_FILE = "stream_state.json"
-ITERATORS_PREFIX = "iterators"
+STATE_FORMAT = 2
 _MAX_MISSES = 4  # Draws that don't fit before a batch is called full.
+_END = object()
+_open_streams: weakref.WeakSet[MixtureStream] = weakref.WeakSet()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,26 +78,23 @@ class StreamConfig:
   row_groups: int = 1
   num_epochs: int | None = None  # None: repeat each task forever (training).
   shuffle: bool = True
+  block_size: int = 1024  # Records per tokenization call and shuffle block.
 
 
 @dataclasses.dataclass
-class _Example:
-  task: int
-  sequences: list[np.ndarray]
-  targets: np.ndarray
-  label: int
-  score: float
-  span: np.ndarray
+class _Failure:
+  error: BaseException
 
 
 class MixtureStream(Iterator[Batch]):
   """Host-local stream of packed heterogeneous batches; see the module docstring."""
 
   def __init__(self, config: StreamConfig, shard: seqio.ShardInfo | None = None,
-               layout: HeadLayout | None = None):
+               layout: HeadLayout | None = None, cache_dir: str | None = None, ahead: int = 4):
     """`layout` gives the heads (`seg_head` values), e.g. the training run's for evaluation;
-    by default they are those of the stream's tasks."""
-    self.config = config
+    by default they are those of the stream's tasks. `cache_dir`: a token cache to read the
+    tasks it holds from. `ahead`: batches made ahead on a thread (0: made in `next`)."""
+    self.config, self.ahead = config, ahead
     self.shard = shard or seqio.ShardInfo(index=0, num_shards=1)
     rates = mixing.rates(config.mixture, config.temperature, config.rate_cap)
     self.tasks = [t for t in mixing.mixture_tasks(config.mixture)
@@ -95,25 +102,40 @@ class MixtureStream(Iterator[Batch]):
     if not self.tasks:
       raise UserError(f"mixture {config.mixture!r} has no task outside the families "
                       f"{list(config.exclude_families)} that this model can't train")
-    self.rates = np.asarray([rates[t.name] for t in self.tasks])
-    self.rates = self.rates / self.rates.sum()
+    self.rates = [rates[t.name] for t in self.tasks]
     self.task_heads = [t.task_head(config.shared_heads) for t in self.tasks]
     self.layout = layout or HeadLayout.for_tasks(self.task_heads)
-    self._head_of = [self.layout.index(t.head) for t in self.task_heads]
     self.families = sorted({t.info.family for t in self.tasks})
     self._family_of = [self.families.index(t.info.family) for t in self.tasks]
     self.has_targets = "summarization" in self.families
-    self.pad_id = self.tasks[0].output_features["inputs"].vocabulary.pad_id
+    self.pad_id = self.tasks[0].vocabulary.pad_id
     self._check()
-    self._datasets = [self._dataset(i, t) for i, t in enumerate(self.tasks)]
-    self._iterators = [iter(ds) for ds in self._datasets]
-    self._rng = np.random.default_rng([config.seed, self.shard.index])
-    self._waiting: list[_Example] = []
-    self._exhausted = [False] * len(self.tasks)
+    c = config
+    self._shape = packing.Shape(c.batch_size, c.max_length,
+                                c.target_length if self.has_targets else 0,
+                                c.max_segments if c.packing else 1, c.packing, c.row_groups)
+    self._head_of = [self.layout.index(t.head) for t in self.task_heads]
+    self._pool = concurrent.futures.ThreadPoolExecutor(
+        max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="muppet_jax-read")
+    lengths = {"inputs": c.max_length, "targets": c.target_length}
+    sources = [readers.source(t, c.split, lengths, self.shard, c.block_size, cache_dir)
+               for t in self.tasks]
+    self.live_tasks = [t.name for t, s in zip(self.tasks, sources) if not s.cached]
+    self._readers = [readers.TaskReader(i, t, s, seed=c.seed, shuffle=c.shuffle,
+                                        num_epochs=c.num_epochs, pool=self._pool)
+                     for i, (t, s) in enumerate(zip(self.tasks, sources))]
+    self._rng = random.Random(c.seed * 1_000_003 + self.shard.index)
+    self._waiting: list[tuple] = []
+    self._pools: dict[Any, tuple[list[int], list[float]]] = {}
+    self._thread: threading.Thread | None = None
+    self._failure: BaseException | None = None
+    self._ended = False
+    self.position = self._snapshot()  # Of the last batch `next` returned.
+    _open_streams.add(self)
 
   def _check(self) -> None:
     c = self.config
-    vocabularies = {t.output_features["inputs"].vocabulary for t in self.tasks}
+    vocabularies = {t.vocabulary for t in self.tasks}
     if len(vocabularies) > 1:
       raise UserError(f"mixture {c.mixture!r} mixes tasks with different vocabularies")
     most_choices = max(t.info.num_classes if t.info.family == "multiple_choice" else 1
@@ -126,189 +148,209 @@ class MixtureStream(Iterator[Batch]):
       raise UserError(f"a microbatch of {c.batch_size // c.row_groups} rows can't hold a "
                       f"{most_choices}-choice example; use at least {most_choices} rows per "
                       "microbatch")
-    if c.max_segments < 1 or c.batch_size < 1:
-      raise UserError("batch_size and max_segments must be at least 1")
-
-  def _dataset(self, index: int, task: MuppetTask) -> tf.data.Dataset:
-    c = self.config
-    if c.split not in task.splits:
-      raise UserError(f"task {task.name!r} has no split {c.split!r}; it has {list(task.splits)}")
-    lengths = {"inputs": c.max_length, "targets": c.target_length}
-    return task.get_dataset(lengths, split=c.split, shuffle=c.shuffle,
-                            seed=(c.seed * 1_000_003 + index) % 2**31, shard_info=self.shard,
-                            num_epochs=c.num_epochs, trim_output_features=False,
-                            try_in_mem_cache=False).prefetch(2)
+    if c.max_segments < 1 or c.batch_size < 1 or c.block_size < 1:
+      raise UserError("batch_size, max_segments and block_size must be at least 1")
 
   # Drawing examples.
 
-  def _next_example(self, task: int) -> _Example | None:
-    if self._exhausted[task]:
+  def _pool_of(self, key: Any) -> tuple[list[int], list[float]]:
+    """The live tasks that a draw with `key` (None: any; ("family", f); ("task", t)) picks
+    from, with their cumulative rates."""
+    if key not in self._pools:
+      tasks = [t for t, r in enumerate(self._readers) if not r.exhausted and (
+          key is None or (key[0] == "family" and self._family_of[t] == key[1])
+          or (key[0] == "task" and t == key[1]))]
+      self._pools[key] = tasks, list(itertools.accumulate(self.rates[t] for t in tasks))
+    return self._pools[key]
+
+  def _pick(self, key: Any = None) -> int | None:
+    tasks, cumulative = self._pool_of(key)
+    if not tasks:
       return None
-    try:
-      ex = next(self._iterators[task])
-    except StopIteration:
-      self._exhausted[task] = True
-      return None
-    inputs, lengths = ex["inputs"].numpy(), ex["input_lengths"].numpy()
-    return _Example(task, np.split(inputs, np.cumsum(lengths)[:-1]), ex["targets"].numpy(),
-                    int(ex["label"]), float(ex["score"]), ex["span"].numpy())
+    return tasks[min(bisect.bisect_right(cumulative, self._rng.random() * cumulative[-1]),
+                     len(tasks) - 1)]
 
-  def _draw(self, among: np.ndarray | None = None) -> _Example | None:
-    live = np.array([not e for e in self._exhausted])
-    if among is not None:
-      live &= among
-    if not live.any():
-      return None
-    p = np.where(live, self.rates, 0.0)
-    return self._next_example(int(self._rng.choice(len(self.tasks), p=p / p.sum())))
-
-  # Packing.
-
-  def _new_batch(self) -> dict[str, Any]:
-    c = self.config
-    b, s = c.batch_size, (c.max_segments if c.packing else 1)
-    t = c.target_length if self.has_targets else 0
-    arrays = {
-        "input_ids": np.full((b, c.max_length), self.pad_id, np.int32),
-        "segment_ids": np.zeros((b, c.max_length), np.int32),
-        "positions": np.zeros((b, c.max_length), np.int32),
-        "target_ids": np.full((b, t), self.pad_id, np.int32),
-        "target_segment_ids": np.zeros((b, t), np.int32),
-        "seg_score": np.zeros((b, s), np.float32),
-        "seg_span": np.full((b, s, 2), -1, np.int32),
-    }
-    for name in ("seg_task", "seg_head", "seg_label", "seg_start", "seg_example", "seg_choice"):
-      arrays[name] = np.full((b, s), -1, np.int32)
-    return {"arrays": arrays, "used": np.zeros(b, int), "used_targets": np.zeros(b, int),
-            "segments": np.zeros(b, int), "examples": 0, "families": set()}
-
-  def _fits(self, used: np.ndarray, used_targets: np.ndarray, segments: np.ndarray, row: int,
-            length: int, targets: int) -> bool:
-    c = self.config
-    if not c.packing:
-      return segments[row] == 0
-    target_room = (c.target_length if self.has_targets else 0) - used_targets[row]
-    return (segments[row] < c.max_segments and used[row] + length <= c.max_length
-            and targets <= target_room)
-
-  def _rows_for(self, batch, ex: _Example) -> list[int] | None:
-    """Rows for each of the example's sequences, all in one row group; None if they don't fit."""
-    groups = self.config.row_groups
-    for group in range(groups):
-      used, used_t, segs = (batch[k].copy() for k in ("used", "used_targets", "segments"))
-      rows = []
-      for seq in ex.sequences:
-        row = next((r for r in range(group, self.config.batch_size, groups)
-                    if self._fits(used, used_t, segs, r, len(seq), len(ex.targets))), None)
-        if row is None:
-          break
-        rows.append(row)
-        used[row] += len(seq)
-        used_t[row] += len(ex.targets)
-        segs[row] += 1
-      if len(rows) == len(ex.sequences):
-        return rows
+  def _draw(self, key: Any = None) -> tuple | None:
+    while (task := self._pick(key)) is not None:
+      ex = self._readers[task].next()
+      if ex is not None:
+        return ex
+      self._pools.clear()  # The task ran out (evaluation): draw among the others.
     return None
 
-  def _place(self, batch, ex: _Example) -> bool:
-    """Places all of an example's sequences, or none of them."""
-    rows = self._rows_for(batch, ex)
-    if rows is None:
-      return False
-    # Ids unique across all hosts' batches, and below the global batch's number of segment slots.
-    a = batch["arrays"]
-    example_id = self.shard.index * a["seg_task"].size + batch["examples"]
-    for choice, (seq, row) in enumerate(zip(ex.sequences, rows)):
-      slot, start = batch["segments"][row], batch["used"][row]
-      end = start + len(seq)
-      a["input_ids"][row, start:end] = seq
-      a["segment_ids"][row, start:end] = slot + 1
-      a["positions"][row, start:end] = np.arange(len(seq))
-      if len(ex.targets):
-        t0 = batch["used_targets"][row]
-        a["target_ids"][row, t0:t0 + len(ex.targets)] = ex.targets
-        a["target_segment_ids"][row, t0:t0 + len(ex.targets)] = slot + 1
-        batch["used_targets"][row] += len(ex.targets)
-      a["seg_task"][row, slot] = ex.task
-      a["seg_head"][row, slot] = self._head_of[ex.task]
-      a["seg_label"][row, slot] = ex.label
-      a["seg_score"][row, slot] = ex.score
-      a["seg_start"][row, slot] = start
-      a["seg_example"][row, slot] = example_id
-      a["seg_choice"][row, slot] = choice
-      if ex.span[0] >= 0:
-        a["seg_span"][row, slot] = ex.span + start
-      batch["used"][row] = end
-      batch["segments"][row] += 1
-    batch["examples"] += 1
-    batch["families"].add(self._family_of[ex.task])
-    return True
+  # Making batches.
+
+  def _builder(self) -> packing.BatchBuilder:
+    # Example ids unique across hosts: each host's below its own multiple of the slot count.
+    slots = self._shape.batch_size * self._shape.max_segments
+    return packing.BatchBuilder(self._shape, self._head_of, self._family_of, self.pad_id,
+                                example_base=self.shard.index * slots)
 
   def empty_batch(self) -> Batch:
     """A batch with no examples (all padding), of the stream's shapes."""
-    return self._new_batch()["arrays"]
+    return self._builder().arrays()
 
-  def __next__(self) -> Batch:
-    batch = self._new_batch()
-    among = None
+  def _make_batch(self) -> Batch | None:
+    batch = self._builder()
+    key = None
     if self.config.homogeneous:  # The whole batch from one task: a waiting one's, or a draw.
-      task = self._waiting[0].task if self._waiting else int(
-          self._rng.choice(len(self.tasks), p=self.rates))
-      among = np.arange(len(self.tasks)) == task
+      key = ("task", self._waiting[0][0] if self._waiting else self._pick())
     waiting, self._waiting = self._waiting, []
     for ex in waiting:
-      if (among is not None and not among[ex.task]) or not self._place(batch, ex):
+      if (key is not None and ex[0] != key[1]) or not batch.place(ex):
         self._waiting.append(ex)
-    for family in range(len(self.families) if among is None else 0):
-      if family in batch["families"]:  # One example of every family first.
+    for family in range(len(self.families) if key is None else 0):
+      if family in batch.families:  # One example of every family first.
         continue
-      ex = self._draw(np.asarray(self._family_of) == family)
-      if ex is not None and not self._place(batch, ex):
+      ex = self._draw(("family", family))
+      if ex is not None and not batch.place(ex):
         self._waiting.append(ex)
     misses = 0
     while misses < _MAX_MISSES:
-      ex = self._draw(among)
+      ex = self._draw(key)
       if ex is None:
         break
-      if not self._place(batch, ex):
+      if not batch.place(ex):
         self._waiting.append(ex)
         misses += 1
-    if batch["examples"] == 0:
+    return batch.arrays() if batch.examples else None
+
+  def _snapshot(self) -> dict[str, Any]:
+    return {"rng": self._rng.getstate(), "readers": [r.position for r in self._readers],
+            "waiting": list(self._waiting)}
+
+  def _produce(self) -> tuple[Batch, dict[str, Any]] | object:
+    batch = self._make_batch()
+    return _END if batch is None else (batch, self._snapshot())
+
+  # The background producer.
+
+  def _run(self, stop: threading.Event, ready: queue.Queue) -> None:
+    try:
+      while not stop.is_set():
+        item = self._produce()
+        while not stop.is_set():
+          try:
+            ready.put(item, timeout=0.1)
+            break
+          except queue.Full:
+            pass
+        if item is _END:
+          return
+    except BaseException as e:  # noqa: BLE001  (handed to the consumer, which raises it)
+      ready.put(_Failure(e))
+
+  def _start(self) -> None:
+    self._stop, self._ready = threading.Event(), queue.Queue(maxsize=self.ahead)
+    self._thread = threading.Thread(target=self._run, args=(self._stop, self._ready),
+                                    name="muppet_jax-batches", daemon=True)
+    self._thread.start()
+
+  def _stop_producer(self) -> None:
+    if self._thread is None:
+      return
+    self._stop.set()
+    while self._thread.is_alive():
+      try:  # Unblocks a producer waiting to hand over a batch.
+        self._ready.get(timeout=0.1)
+      except queue.Empty:
+        pass
+    self._thread = None
+
+  def _next_item(self) -> Any:
+    if not self.ahead:
+      return self._produce()
+    if self._thread is None:
+      self._start()
+    while True:
+      try:
+        return self._ready.get(timeout=1.0)
+      except queue.Empty:
+        if not self._thread.is_alive():
+          return _Failure(RuntimeError("the input stream's producer thread ended unexpectedly"))
+
+  def __next__(self) -> Batch:
+    if self._failure is not None:
+      raise self._failure
+    if self._ended:
       raise StopIteration
-    return batch["arrays"]
+    try:
+      item = self._next_item()
+    except Exception as e:  # noqa: BLE001  (made without a thread: reported the same way)
+      item = _Failure(e)
+    if isinstance(item, _Failure):
+      error = item.error
+      if not isinstance(error, UserError):
+        error = RuntimeError(f"the input stream failed: {type(error).__name__}: {error}")
+        error.__cause__ = item.error
+      self._failure = error
+      self.close()
+      raise error
+    if item is _END:
+      self._ended = True
+      raise StopIteration
+    batch, self.position = item
+    return batch
+
+  def close(self) -> None:
+    """Stops the producer thread and the readers; the stream can't be used afterwards."""
+    self._stop_producer()
+    for reader in self._readers:
+      reader.close()
+    self._pool.shutdown(wait=True, cancel_futures=True)
+    _open_streams.discard(self)
+
+  def __enter__(self) -> MixtureStream:
+    return self
+
+  def __exit__(self, *exc_info: Any) -> None:
+    self.close()
 
   # Saving and restoring the position.
 
-  def _checkpoint(self) -> tf.train.Checkpoint:
-    return tf.train.Checkpoint(**{f"task_{i}": it for i, it in enumerate(self._iterators)})
-
   def save(self, directory: str | os.PathLike) -> None:
-    """Writes the stream's position under `directory` (which must exist; local or gs://)."""
-    directory = epath.Path(directory)
-    self._checkpoint().write(str(directory / ITERATORS_PREFIX))
+    """Writes the position after the last batch `next` returned under `directory` (which must
+    exist; local or gs://)."""
+    p = self.position
     state = {
+        "format": STATE_FORMAT,
         "config": dataclasses.asdict(self.config),
         "shard": [self.shard.index, self.shard.num_shards],
-        "rng": self._rng.bit_generator.state,
-        "exhausted": self._exhausted,
-        "waiting": [{"task": ex.task, "sequences": [s.tolist() for s in ex.sequences],
-                     "targets": ex.targets.tolist(), "label": ex.label, "score": ex.score,
-                     "span": ex.span.tolist()} for ex in self._waiting],
+        "rng": p["rng"],
+        "readers": p["readers"],
+        "waiting": [{"task": ex[0], "lengths": list(ex[1]), "tokens": ex[2].tolist(),
+                     "targets": ex[3].tolist(), "label": ex[4], "score": ex[5],
+                     "span": [ex[6], ex[7]]} for ex in p["waiting"]],
     }
-    (directory / STATE_FILE).write_text(json.dumps(state))
+    (epath.Path(directory) / STATE_FILE).write_text(json.dumps(state))
 
-  def restore(self, directory: str | os.PathLike) -> None:
-    """Continues exactly where the stream saved under `directory` stopped."""
+  def restore(self, directory: str | os.PathLike) -> bool:
+    """Continues exactly where the stream saved under `directory` stopped. False (and the
+    stream starts afresh) for a position saved by muppet_jax before the block readers, which
+    can't be continued."""
     directory = epath.Path(directory)
     state = json.loads((directory / STATE_FILE).read_text())
+    if state.get("format") != STATE_FORMAT:
+      return False
     if state["config"] != json.loads(json.dumps(dataclasses.asdict(self.config))) or state[
         "shard"] != [self.shard.index, self.shard.num_shards]:
       raise UserError(f"the input stream saved in {directory} was made with another data config "
                       "or shard; resume with the same data settings and host count")
-    self._checkpoint().read(str(directory / ITERATORS_PREFIX)).assert_consumed()
-    self._rng.bit_generator.state = state["rng"]
-    self._exhausted = state["exhausted"]
-    self._waiting = [
-        _Example(w["task"], [np.asarray(s, np.int32) for s in w["sequences"]],
-                 np.asarray(w["targets"], np.int32), w["label"], w["score"],
-                 np.asarray(w["span"], np.int32)) for w in state["waiting"]]
+    self._stop_producer()
+    version, internal, gauss = state["rng"]
+    self._rng.setstate((version, tuple(internal), gauss))
+    for reader, position in zip(self._readers, state["readers"]):
+      reader.seek(tuple(position))
+    self._pools.clear()
+    self._waiting = [(w["task"], tuple(w["lengths"]), np.asarray(w["tokens"], np.int32),
+                      np.asarray(w["targets"], np.int32), w["label"], w["score"], *w["span"])
+                     for w in state["waiting"]]
+    self._ended, self.position = False, self._snapshot()
+    return True
+
+
+@atexit.register
+def _close_open_streams() -> None:
+  """Streams left open stop their threads before the interpreter (and TensorFlow) goes."""
+  for stream in list(_open_streams):
+    stream.close()

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import seqio
+import tensorflow as tf
 
 from muppet_jax.data import preprocessors
 from muppet_jax.data.vocabulary import HFVocabulary
@@ -74,6 +75,19 @@ class MuppetTask(seqio.Task):
         not shared_heads and self.info.family in ("multiple_choice", "span"))
     return TaskHead(self.name, self.info.family, self.info.num_classes,
                     self.name if own else self.info.head)
+
+  def text_dataset(self, split: str, lengths: Mapping[str, int]) -> tf.data.Dataset:
+    """The split's records in the family's text format, in source order: the task's
+    preprocessors but the last, the family tokenizer (`add_task` puts it there)."""
+    dataset = self.source.get_dataset(split=split, shuffle=False)
+    for fn in self.preprocessors[:-1]:
+      dataset = seqio.utils.add_kwargs_to_transform(
+          fn, sequence_length=lengths, output_features=self.output_features)(dataset)
+    return dataset
+
+  @property
+  def vocabulary(self) -> HFVocabulary:
+    return self.output_features["inputs"].vocabulary
 
 
 def output_features(vocabulary: HFVocabulary) -> dict[str, seqio.Feature]:

@@ -17,15 +17,12 @@ from typing import Sequence
 import numpy as np
 import seqio
 import tensorflow as tf
+import tokenizers
 import transformers
 
 from muppet_jax.errors import UserError
 
-
-# A fast tokenizer's call sets truncation/padding on its shared Rust backend before encoding, so
-# concurrent calls with different settings (tf.data runs maps on several threads) race: one call
-# can encode with another's max_length. Every call into a tokenizer holds this lock.
-TOKENIZER_LOCK = threading.RLock()
+_local = threading.local()
 
 
 @functools.lru_cache(maxsize=16)
@@ -61,6 +58,24 @@ class HFVocabulary(seqio.Vocabulary):
     """Loaded on first use, so that registering tasks never touches the disk or the network."""
     return _load_tokenizer(self._path)
 
+  def backend(self, max_length: int | None = None, strategy: str = "longest_first",
+              stride: int = 0) -> tokenizers.Tokenizer:
+    """This thread's copy of the Rust tokenizer, truncating to `max_length` (with special
+    tokens). Truncation is mutable state of a tokenizer (a fast tokenizer's call sets it before
+    encoding), so threads that share one and want different lengths race; private copies with
+    the truncation fixed once need no lock."""
+    backends = _local.__dict__.setdefault("backends", {})
+    key = (self._path, max_length, strategy, stride)
+    if key not in backends:
+      tok = tokenizers.Tokenizer.from_str(self.tokenizer.backend_tokenizer.to_str())
+      tok.no_padding()
+      if max_length:
+        tok.enable_truncation(max_length, stride=stride, strategy=strategy)
+      else:
+        tok.no_truncation()
+      backends[key] = tok
+    return backends[key]
+
   @property
   def _base_vocab_size(self) -> int:
     return len(self.tokenizer)
@@ -86,20 +101,17 @@ class HFVocabulary(seqio.Vocabulary):
   def special_template(self) -> tuple[list[int], list[int], list[int]]:
     """(prefix, separator between a pair, suffix): RoBERTa `<s>`,`</s></s>`,`</s>`; BERT
     `[CLS]`,`[SEP]`,`[SEP]`. Read off the tokenizer itself so any family comes out right."""
-    with TOKENIZER_LOCK:
-      enc = self.tokenizer("a", "b")
-    ids, seq = enc["input_ids"], enc.sequence_ids()
+    enc = self.backend().encode("a", "b")
+    ids, seq = enc.ids, enc.sequence_ids
     first_a, last_a = seq.index(0), len(seq) - 1 - seq[::-1].index(0)
     first_b, last_b = seq.index(1), len(seq) - 1 - seq[::-1].index(1)
     return ids[:first_a], ids[last_a + 1:first_b], ids[last_b + 1:]
 
   def _encode(self, s: str) -> list[int]:
-    with TOKENIZER_LOCK:
-      return self.tokenizer.encode(s, add_special_tokens=False)
+    return self.backend().encode(s, add_special_tokens=False).ids
 
   def _decode(self, ids: Sequence[int]) -> str:
-    with TOKENIZER_LOCK:
-      return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+    return self.tokenizer.decode(list(ids), skip_special_tokens=True)  # Decoding sets nothing.
 
   def _encode_tf(self, s: tf.Tensor) -> tf.Tensor:
     def encode(text: bytes) -> np.ndarray:
