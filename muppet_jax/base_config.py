@@ -24,7 +24,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict(dict(
       mixture="muppet_roberta", batch_size=256, max_length=512, packing=True, max_segments=16,
       target_length=128,  # Summary tokens per row (BART with summarization tasks).
-      temperature=1.0, rate_cap=0, shared_heads=True, batching="heterogeneous", seed=0))
+      temperature=1.0, rate_cap=0, shared_heads=True, batching="heterogeneous", seed=0,
+      # A token cache (`python -m muppet_jax.cache`): tasks found there are read from it, the
+      # others tokenized live. Empty: all live.
+      cache_dir=""))
   c.loss_scaling = True  # Divide each example's loss by log n of its task.
   c.label_smoothing = 0.1  # Of the summaries' cross-entropy.
   # R3F: loss + weight * symmetric KL between clean and embedding-noised outputs (0: off).

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from etils import epath
 
+from muppet_jax import progress
 from muppet_jax.errors import UserError
 from muppet_jax.state import TrainState
 
@@ -158,7 +159,10 @@ class TrainCheckpoints:
     restored = self.manager.restore(step, args=ocp.args.Composite(
         params=ocp.args.StandardRestore(abstract.params),
         opt_state=ocp.args.StandardRestore(abstract.opt_state)))
-    stream.restore(self._input_dir(step))
+    if not stream.restore(self._input_dir(step)):
+      progress.log(f"the input position saved at step {step} was written by an earlier "
+                   "muppet_jax and can't be continued: the data stream starts afresh from the "
+                   "seed (parameters and optimizer state are restored)")
     return TrainState(jax.device_put(jnp.asarray(step, jnp.int32), abstract.step.sharding),
                       restored["params"], restored["opt_state"])
 

@@ -217,9 +217,13 @@ class Evaluator:
 
   def _accumulate(self, task: MuppetTask, params: Any) -> TaskAccumulator:
     """`task`'s predictions over (at most `eval.max_batches` of) its validation batches."""
-    stream = inputs.eval_stream(self.config, task, self.layout)
     tokenizer = task.output_features["inputs"].vocabulary.tokenizer
     acc = TaskAccumulator(task, lambda ids: tokenizer.decode(ids, skip_special_tokens=True))
+    with inputs.eval_stream(self.config, task, self.layout) as stream:
+      self._run(task, stream, params, acc)
+    return acc
+
+  def _run(self, task: MuppetTask, stream: Any, params: Any, acc: TaskAccumulator) -> None:
     for _ in range(self.config.eval.max_batches):
       local = next(stream, None)
       # Hosts run out at different times; all keep stepping until every one is done.
@@ -233,4 +237,3 @@ class Evaluator:
       else:
         outputs = self.eval_step(params, batch)
         acc.add(*multihost_utils.process_allgather((outputs, local), tiled=True))
-    return acc

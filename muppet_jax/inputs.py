@@ -14,6 +14,7 @@ import seqio
 import tensorflow as tf
 from jax.sharding import Mesh, NamedSharding
 
+from muppet_jax import progress
 from muppet_jax.data import batching, mixing
 from muppet_jax.data.task_info import MuppetTask, check_prepared
 from muppet_jax.errors import UserError
@@ -65,7 +66,14 @@ def train_stream(config: ml_collections.ConfigDict, seq2seq: bool) -> batching.M
   """This host's training batches; encoders have no decoder to summarize with, so their runs
   leave summarization tasks out."""
   excluded = () if seq2seq else ("summarization",)
-  return batching.MixtureStream(stream_config(config, exclude_families=excluded), _shard())
+  stream = batching.MixtureStream(stream_config(config, exclude_families=excluded), _shard(),
+                                  cache_dir=config.data.cache_dir or None)
+  if config.data.cache_dir:
+    cached = len(stream.tasks) - len(stream.live_tasks)
+    live = f"; tokenized live: {', '.join(stream.live_tasks)}" if stream.live_tasks else ""
+    progress.log(f"{cached} of {len(stream.tasks)} tasks read from the token cache in "
+                 f"{config.data.cache_dir}{live}")
+  return stream
 
 
 def eval_stream(config: ml_collections.ConfigDict, task: MuppetTask,
@@ -78,7 +86,7 @@ def eval_stream(config: ml_collections.ConfigDict, task: MuppetTask,
                     batch_size=config.eval.batch_size // jax.process_count(),
                     homogeneous=False, row_groups=1,
                     packing=config.data.packing and not summarize),
-      _shard(), layout=layout)
+      _shard(), layout=layout, cache_dir=config.data.cache_dir or None, ahead=2)
 
 
 def global_batch(local: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:

@@ -80,7 +80,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     last_eval = evaluate(0)
   meter = progress.Meter(config, flops_per_step, first_step)
   step = first_step
-  with Preemption() as preemption:
+  with stream, Preemption() as preemption:
     while step < config.total_steps:
       local = next(stream)
       with partitioning.use_mesh(mesh):

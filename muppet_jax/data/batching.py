@@ -318,9 +318,10 @@ class MixtureStream(Iterator[Batch]):
         "shard": [self.shard.index, self.shard.num_shards],
         "rng": p["rng"],
         "readers": p["readers"],
-        "waiting": [{"task": ex[0], "lengths": list(ex[1]), "tokens": ex[2].tolist(),
-                     "targets": ex[3].tolist(), "label": ex[4], "score": ex[5],
-                     "span": [ex[6], ex[7]]} for ex in p["waiting"]],
+        "waiting": [{"task": ex[0], "lengths": list(ex[1]),
+                     "tokens": ex[2][ex[3]:ex[3] + sum(ex[1])].tolist(),
+                     "targets": ex[4][ex[5]:ex[5] + ex[6]].tolist(), "label": ex[7],
+                     "score": ex[8], "span": [ex[9], ex[10]]} for ex in p["waiting"]],
     }
     (epath.Path(directory) / STATE_FILE).write_text(json.dumps(state))
 
@@ -342,9 +343,9 @@ class MixtureStream(Iterator[Batch]):
     for reader, position in zip(self._readers, state["readers"]):
       reader.seek(tuple(position))
     self._pools.clear()
-    self._waiting = [(w["task"], tuple(w["lengths"]), np.asarray(w["tokens"], np.int32),
-                      np.asarray(w["targets"], np.int32), w["label"], w["score"], *w["span"])
-                     for w in state["waiting"]]
+    self._waiting = [(w["task"], tuple(w["lengths"]), np.asarray(w["tokens"], np.int32), 0,
+                      np.asarray(w["targets"], np.int32), 0, len(w["targets"]), w["label"],
+                      w["score"], *w["span"]) for w in state["waiting"]]
     self._ended, self.position = False, self._snapshot()
     return True
 

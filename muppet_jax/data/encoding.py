@@ -114,19 +114,25 @@ class Examples:
     return dataclasses.replace(part, per_record=np.asarray(self.per_record[index], np.int32))
 
   def rows(self, task: int) -> list[tuple]:
-    """One tuple per example, for the packer: (task, sequence lengths, tokens of all its
-    sequences, targets, label, score, span start, span end)."""
+    """One tuple per example, for the packer: (task, sequence lengths, token array, offset of
+    the example's first token in it, target array, offset, target length, label, score, span
+    start, span end). The arrays are the block's own, shared by all its rows."""
     if not len(self):
       return []
     starts = _offsets(self.sequences)
     example_tokens = np.add.reduceat(self.sequence_lengths.astype(np.int64), starts[:-1])
-    tokens = np.split(self.tokens, np.cumsum(example_tokens)[:-1])
-    targets = np.split(self.targets, np.cumsum(self.target_lengths)[:-1])
+    token_starts = (np.cumsum(example_tokens) - example_tokens).tolist()
+    target_starts = (np.cumsum(self.target_lengths) - self.target_lengths).tolist()
     lengths, starts = self.sequence_lengths.tolist(), starts.tolist()
-    return [(task, tuple(lengths[starts[i]:starts[i + 1]]), tokens[i], targets[i], label,
-             score, start, end)
-            for i, (label, score, (start, end)) in enumerate(zip(
-                self.label.tolist(), self.score.tolist(), self.span.tolist()))]
+    tokens, targets = self.tokens, self.targets
+    if len(lengths) == len(self):  # One sequence per example: the common case, made quickly.
+      per_example = [(n,) for n in lengths]
+    else:
+      per_example = [tuple(lengths[a:b]) for a, b in zip(starts[:-1], starts[1:])]
+    return [(task, ls, tokens, t0, targets, g0, gn, label, score, s0, s1)
+            for ls, t0, g0, gn, label, score, (s0, s1) in zip(
+                per_example, token_starts, target_starts, self.target_lengths.tolist(),
+                self.label.tolist(), self.score.tolist(), self.span.tolist())]
 
 
 def _text(x: Any) -> str:

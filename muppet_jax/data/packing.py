@@ -2,8 +2,9 @@
 
 Placing an example is a few comparisons on Python ints; the arrays are written once per batch,
 vectorized, from the list of placed sequences (see `muppet_jax.data.batching` for their layout).
-An example is a packer row of `encoding.Examples.rows`: (task, sequence lengths, tokens of all
-its sequences, targets, label, score, span start, span end).
+An example is a packer row of `encoding.Examples.rows`: (task, sequence lengths, token array,
+offset, target array, offset, target length, label, score, span start, span end); its tokens stay
+in its block's arrays until the batch is written.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class BatchBuilder:
     self.placed: list[tuple] = []
     self.examples = 0
     self.families: set[int] = set()
+    # Single sequences in one row group take the inlined first-fit of `_row_for`.
+    self._simple = shape.row_groups == 1 and shape.packing
 
   def _fits(self, row: int, length: int, targets: int, add: dict[int, list[int]]) -> bool:
     s = self.shape
@@ -70,23 +73,39 @@ class BatchBuilder:
         return rows
     return None
 
+  def _row_for(self, length: int, targets: int) -> int | None:
+    """`_rows_for` of one sequence in one group, inlined: the hot path of packing."""
+    s = self.shape
+    used_limit, targets_limit = s.max_length - length, s.target_length - targets
+    used, used_targets, segments = self.used, self.used_targets, self.segments
+    for row in range(s.batch_size):
+      if (used[row] <= used_limit and segments[row] < s.max_segments
+          and used_targets[row] <= targets_limit):
+        return row
+    return None
+
   def place(self, ex: Row) -> bool:
     """Places all of the example's sequences, or none of them."""
-    task, lengths, tokens, targets, label, score, span_start, span_end = ex
-    rows = self._rows_for(lengths, len(targets))
-    if rows is None:
-      return False
+    task, lengths, tokens, offset, targets, target_offset, target_length = ex[:7]
+    if self._simple and len(lengths) == 1:
+      row = self._row_for(lengths[0], target_length)
+      if row is None:
+        return False
+      rows = (row,)
+    else:
+      rows = self._rows_for(lengths, target_length)
+      if rows is None:
+        return False
     # Ids unique across all hosts' batches, and below the global batch's number of slots.
     example_id = self.example_base + self.examples
-    offset = 0
+    used, segments = self.used, self.segments
     for choice, (length, row) in enumerate(zip(lengths, rows)):
-      self.placed.append((row, self.segments[row], self.used[row], tokens[offset:offset + length],
-                          self.used_targets[row], targets, task, label, score, example_id,
-                          choice, span_start, span_end))
+      self.placed.append((row, segments[row], used[row], length, tokens, offset,
+                          self.used_targets[row], ex, example_id, choice))
       offset += length
-      self.used[row] += length
-      self.used_targets[row] += len(targets)
-      self.segments[row] += 1
+      used[row] += length
+      self.used_targets[row] += target_length
+      segments[row] += 1
     self.examples += 1
     self.families.add(self.family_of[task])
     return True
@@ -108,19 +127,23 @@ class BatchBuilder:
       a[name] = np.full((b, slots), -1, np.int32)
     if not self.placed:
       return a
-    (rows, slot, start, tokens, target_start, targets, task, label, score, example, choice,
-     span_start, span_end) = zip(*self.placed)
+    rows, slot, start, lengths, sources, offsets, target_start, exs, example, choice = (
+        zip(*self.placed))
     rows, slot, start = np.asarray(rows), np.asarray(slot), np.asarray(start)
-    lengths = np.fromiter(map(len, tokens), np.int64, count=len(tokens))
-    where = ranges(rows * length + start, lengths)
-    a["input_ids"].flat[where] = np.concatenate(tokens)
+    lengths, offsets = np.asarray(lengths), np.asarray(offsets)
+    first = rows * length + start
+    _gather(a["input_ids"], first, lengths, sources, offsets)
+    where = ranges(first, lengths)
     a["segment_ids"].flat[where] = np.repeat(slot + 1, lengths)
-    a["positions"].flat[where] = where - np.repeat(rows * length + start, lengths)
-    target_lengths = np.fromiter(map(len, targets), np.int64, count=len(targets))
+    a["positions"].flat[where] = where - np.repeat(first, lengths)
+    (task, _, _, _, targets, target_offsets, target_lengths, label, score, span_start,
+     span_end) = zip(*exs)
+    target_lengths = np.asarray(target_lengths)
     if target_lengths.any():
-      where = ranges(rows * t + np.asarray(target_start), target_lengths)
-      a["target_ids"].flat[where] = np.concatenate(targets)
-      a["target_segment_ids"].flat[where] = np.repeat(slot + 1, target_lengths)
+      first = rows * t + np.asarray(target_start)
+      _gather(a["target_ids"], first, target_lengths, targets, np.asarray(target_offsets))
+      a["target_segment_ids"].flat[ranges(first, target_lengths)] = np.repeat(
+          slot + 1, target_lengths)
     cell = rows * slots + slot
     task = np.asarray(task)
     for name, values in (("seg_task", task), ("seg_head", np.asarray(self.head_of)[task]),
@@ -131,3 +154,14 @@ class BatchBuilder:
     has_span = span[:, 0] >= 0
     a["seg_span"].reshape(-1, 2)[cell[has_span]] = span[has_span] + start[has_span, None]
     return a
+
+
+def _gather(out: np.ndarray, first: np.ndarray, lengths: np.ndarray,
+            sources: Sequence[np.ndarray], offsets: np.ndarray) -> None:
+  """out.flat[first[i]:first[i] + lengths[i]] = sources[i][offsets[i]:...], one fancy index per
+  distinct source array (a block holds many examples)."""
+  keys = np.asarray([id(x) for x in sources])
+  for key in np.unique(keys):
+    sel = np.flatnonzero(keys == key)
+    source = sources[sel[0]]
+    out.flat[ranges(first[sel], lengths[sel])] = source[ranges(offsets[sel], lengths[sel])]

@@ -123,7 +123,7 @@ def check_info(directory: epath.Path, expected: Mapping[str, str], build_hint: s
   differs = [k for k in expected if saved.get(k) != expected[k]]
   if differs:
     what = ", ".join(f"{k} {saved.get(k)!r} (this run: {expected[k]!r})" for k in differs)
-    raise UserError(f"the token cache in {directory} was made with another {what}; rebuild it: "
+    raise UserError(f"the token cache in {directory} was made differently: {what}; rebuild it: "
                     f"{build_hint} --overwrite")
   return info
 
@@ -199,3 +199,68 @@ def open_split(cache_dir: str | os.PathLike, task: MuppetTask, split: str,
   info = check_info(directory, fingerprint(task, split, lengths),
                     BUILD_COMMAND.format(cache_dir))
   return CachedSplit(directory, info)
+
+
+def _token_dtype(vocabulary_size: int) -> type:
+  return np.uint16 if vocabulary_size <= np.iinfo(np.uint16).max + 1 else np.int32
+
+
+def _start_split(directory: epath.Path, expected: Mapping[str, str], records_per_shard: int,
+                 overwrite: bool, build_hint: str) -> None:
+  """Checks (or writes) the split's info.json; `overwrite` replaces a cache made otherwise."""
+  if (directory / INFO).exists():
+    try:
+      info = check_info(directory, expected, build_hint)
+    except UserError:
+      if not overwrite:
+        raise
+      directory.rmtree()
+    else:
+      if info["records_per_shard"] != records_per_shard:
+        raise UserError(f"the token cache in {directory} has {info['records_per_shard']} "
+                        f"records per shard; resume it with --records_per_shard="
+                        f"{info['records_per_shard']}")
+      return
+  directory.mkdir(parents=True, exist_ok=True)
+  tmp = directory / f"{INFO}.tmp-{os.getpid()}"
+  tmp.write_text(json.dumps({"fingerprint": dict(expected),
+                             "records_per_shard": records_per_shard}, indent=1))
+  tmp.rename(directory / INFO)
+
+
+def build_split(task: MuppetTask, split: str, lengths: Mapping[str, int],
+                cache_dir: str | os.PathLike, *, worker: int = 0, workers: int = 1,
+                records_per_shard: int = RECORDS_PER_SHARD, block_size: int = 1024,
+                overwrite: bool = False, on_records: Any = None) -> dict[str, int]:
+  """Builds this worker's shards (worker, worker + workers, ...) of `task`'s `split`; shards
+  already there are kept. Returns the counts of the shards it wrote. `on_records(n)` is called
+  as records are tokenized (a progress bar)."""
+  directory = split_dir(cache_dir, task.name, split)
+  _start_split(directory, fingerprint(task, split, lengths), records_per_shard, overwrite,
+               BUILD_COMMAND.format(cache_dir))
+  encode = encoding.ENCODERS[task.info.family]
+  dtype = _token_dtype(task.vocabulary.vocab_size)
+  totals = {"shards": 0, "records": 0, "examples": 0, "tokens": 0}
+  shard = worker
+  while True:
+    status = shard_status(directory, shard)
+    if status is None:
+      dataset = task.text_dataset(split, lengths).skip(shard * records_per_shard).take(
+          records_per_shard).batch(block_size).prefetch(1)
+      blocks = []
+      for columns in dataset.as_numpy_iterator():
+        blocks.append(encode(task.vocabulary, columns, lengths))
+        if on_records:
+          on_records(len(blocks[-1].per_record))
+      examples = Examples.concatenate(blocks) if blocks else Examples.build([], [], per_record=[])
+      examples = dataclasses.replace(examples, tokens=examples.tokens.astype(dtype),
+                                     targets=examples.targets.astype(dtype))
+      status = ShardStatus(len(examples.per_record), len(examples.per_record) < records_per_shard)
+      write_shard(directory, shard, examples, status.last)
+      totals["shards"] += 1
+      totals["records"] += status.records
+      totals["examples"] += len(examples)
+      totals["tokens"] += len(examples.tokens) + len(examples.targets)
+    if status.last:
+      return totals
+    shard += workers
