@@ -1,15 +1,20 @@
-"""MixtureStream: static shapes, heterogeneity, packing, determinism, sharding, resume."""
+"""MixtureStream: static shapes, heterogeneity, packing, determinism, sharding, resume, and its
+background producer (errors, shutdown)."""
 
 import collections
+import json
+import threading
 
 import numpy as np
 import pytest
 import seqio
 
-from muppet_jax.data import mixing
+from muppet_jax.data import encoding, mixing
 from muppet_jax.data.batching import MixtureStream, StreamConfig
+from muppet_jax.data.local_files import add_file_task
 from muppet_jax.errors import UserError
 from muppet_jax.models.attention import positions_in_segment
+from tasks import demo as demo_tasks
 
 CONFIG = StreamConfig("muppet_demo", batch_size=8, max_length=96, target_length=24, max_segments=8,
                       seed=3)
@@ -179,3 +184,71 @@ def test_rates_are_size_proportional_with_temperature_and_cap():
   assert capped["demo_entailment"] == pytest.approx(capped["demo_choice"])
   with pytest.raises(UserError, match="unknown mixture or task 'muppet_nope'"):
     mixing.rates("muppet_nope")
+
+
+def _new_threads(before):
+  return [t for t in set(threading.enumerate()) - before if t.is_alive()]
+
+
+def test_two_processes_split_the_single_process_stream():
+  """Process 0 and 1 of 2 read disjoint examples that together are the 1-process stream's."""
+  config = StreamConfig("demo_entailment", batch_size=16, max_length=64, num_epochs=1,
+                        seed=2, block_size=64)
+
+  def examples(shard):
+    with MixtureStream(config, shard) as stream:
+      return collections.Counter(s for batch in stream for _, s in _segments(batch))
+
+  whole = examples(None)
+  halves = [examples(seqio.ShardInfo(i, 2)) for i in range(2)]
+  assert sum(whole.values()) == 3200 and not set(halves[0]) & set(halves[1]) - {
+      k for k, v in whole.items() if v > 1}
+  assert halves[0] + halves[1] == whole
+  assert abs(sum(halves[0].values()) - sum(halves[1].values())) <= 1
+
+
+def test_a_bad_row_reaches_the_consumer_as_a_clear_error_and_stops_the_threads(tmp_path):
+  path = tmp_path / "train.jsonl"
+  rows = [json.dumps({"text_a": f"row {i}", "label": 1}) for i in range(3000)]
+  rows[2500] = "{not json"
+  path.write_text("\n".join(rows) + "\n")
+  before = set(threading.enumerate())
+  add_file_task("bad_row_task", "classification", num_classes=2, train=str(path),
+                vocabulary=demo_tasks.VOCABULARY)
+  stream = MixtureStream(StreamConfig("bad_row_task", batch_size=4, max_length=32,
+                                      block_size=512))
+  with pytest.raises(UserError, match="reading the train split of task 'bad_row_task' failed"):
+    for _ in range(1000):
+      next(stream)
+  with pytest.raises(UserError):  # And it stays failed.
+    next(stream)
+  assert not _new_threads(before)
+  seqio.TaskRegistry.remove("bad_row_task")
+
+
+def test_a_crash_in_the_producer_is_raised_by_next_not_a_hang(monkeypatch):
+  calls = []
+
+  def broken(vocabulary, columns, lengths):
+    calls.append(1)
+    if len(calls) > 3:
+      raise ValueError("boom")
+    return encoding.encode_classification(vocabulary, columns, lengths)
+
+  monkeypatch.setitem(encoding.ENCODERS, "classification", broken)
+  before = set(threading.enumerate())
+  stream = MixtureStream(StreamConfig("demo_sentiment", batch_size=8, max_length=512,
+                                      block_size=64))
+  with pytest.raises(RuntimeError, match="the input stream failed: ValueError: boom"):
+    for _ in range(1000):
+      next(stream)
+  assert not _new_threads(before)
+
+
+def test_close_stops_the_producer_and_readers():
+  before = set(threading.enumerate())
+  stream = MixtureStream(CONFIG)
+  next(stream)
+  assert "muppet_jax-batches" in {t.name for t in _new_threads(before)}
+  stream.close()
+  assert not _new_threads(before)

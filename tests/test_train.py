@@ -7,6 +7,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import jax
@@ -33,10 +34,12 @@ def _config(**overrides):
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("demo")
-  handler = signal.getsignal(signal.SIGTERM)
+  handler, threads = signal.getsignal(signal.SIGTERM), set(threading.enumerate())
   metrics = train(_config(), str(workdir))
-  # The run's SIGTERM handler is gone once it returns.
+  # The run's SIGTERM handler is gone once it returns, and so are its input threads.
   assert signal.getsignal(signal.SIGTERM) is handler
+  assert not [t for t in set(threading.enumerate()) - threads
+              if t.is_alive() and t.name.startswith("muppet_jax")]
   return workdir, metrics
 
 
