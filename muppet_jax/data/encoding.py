@@ -135,6 +135,13 @@ class Examples:
                 self.label.tolist(), self.score.tolist(), self.span.tolist())]
 
 
+def _encode(tokenizer: tokenizers.Tokenizer, inputs: list) -> list[list[int]]:
+  """Token ids of each input (a text or a pair); without the character offsets, which only
+  span windows need."""
+  fast = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
+  return [e.ids for e in fast(inputs)]
+
+
 def _text(x: Any) -> str:
   return x.decode("utf-8") if isinstance(x, bytes) else str(x)
 
@@ -149,7 +156,7 @@ def encode_classification(vocabulary: HFVocabulary, columns: Columns,
   truncated longest-first."""
   pairs = [(a, b) if b else a for a, b in zip(_texts(columns["text_a"]),
                                               _texts(columns["text_b"]))]
-  ids = [e.ids for e in vocabulary.backend(lengths["inputs"]).encode_batch(pairs)]
+  ids = _encode(vocabulary.backend(lengths["inputs"]), pairs)
   label = np.asarray(columns["label"])
   if np.issubdtype(label.dtype, np.floating):  # Regression: the label is the score.
     return Examples.build(ids, [1] * len(ids), score=label)
@@ -162,7 +169,7 @@ def encode_multiple_choice(vocabulary: HFVocabulary, columns: Columns,
   contexts = _texts(columns["context"])
   choices = [_texts(np.asarray(c)) for c in columns["choices"]]
   pairs = [(context, choice) for context, row in zip(contexts, choices) for choice in row]
-  ids = [e.ids for e in vocabulary.backend(lengths["inputs"]).encode_batch(pairs)]
+  ids = _encode(vocabulary.backend(lengths["inputs"]), pairs)
   return Examples.build(ids, [len(row) for row in choices], label=columns["label"])
 
 
@@ -206,11 +213,10 @@ def encode_span(vocabulary: HFVocabulary, columns: Columns,
 def encode_summarization(vocabulary: HFVocabulary, columns: Columns,
                          lengths: Mapping[str, int]) -> Examples:
   """document, summary: inputs `<s> document </s>`, targets `<s> summary </s>`."""
-  documents = vocabulary.backend(lengths["inputs"]).encode_batch(_texts(columns["document"]))
-  summaries = vocabulary.backend(lengths.get("targets", 128)).encode_batch(
-      _texts(columns["summary"]))
-  return Examples.build([e.ids for e in documents], [1] * len(documents),
-                        targets=[e.ids for e in summaries])
+  documents = _encode(vocabulary.backend(lengths["inputs"]), _texts(columns["document"]))
+  summaries = _encode(vocabulary.backend(lengths.get("targets", 128)),
+                      _texts(columns["summary"]))
+  return Examples.build(documents, [1] * len(documents), targets=summaries)
 
 
 ENCODERS: dict[str, Callable[[HFVocabulary, Columns, Mapping[str, int]], Examples]] = {

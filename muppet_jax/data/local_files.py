@@ -87,7 +87,7 @@ def _parse_tsv(paths: list[str], columns, index: dict[str, int]) -> tf.data.Data
 def _parse_jsonl(paths: list[str], columns) -> tf.data.Dataset:
   names = [c for c, _ in columns]
 
-  def parse_line(line: bytes):
+  def parse_line(line: bytes) -> tuple:
     obj = json.loads(line)
     if "choices" in obj:
       obj.update({f"choice_{i}": c for i, c in enumerate(obj.pop("choices"))})
@@ -98,13 +98,19 @@ def _parse_jsonl(paths: list[str], columns) -> tf.data.Dataset:
     except (TypeError, ValueError) as e:
       raise ValueError(f"bad line {line[:80]!r}: needs fields {names} ({e})") from e
 
-  def parse(line):
-    values = tf.numpy_function(parse_line, [line], [d for _, d in columns], stateful=False)
-    return {n: tf.ensure_shape(v, []) for n, v in zip(names, values)}
+  def parse_lines(lines: np.ndarray) -> list[np.ndarray]:
+    rows = [parse_line(line) for line in lines]
+    return [np.asarray([r[i] for r in rows], d.as_numpy_dtype if d != tf.string else object)
+            for i, (_, d) in enumerate(columns)]
+
+  def parse(lines):  # A batch of lines per Python call: one call per line costs far more.
+    values = tf.numpy_function(parse_lines, [lines], [d for _, d in columns], stateful=False)
+    return {n: tf.ensure_shape(v, [None]) for n, v in zip(names, values)}
 
   return tf.data.Dataset.from_tensor_slices(paths).flat_map(
       tf.data.TextLineDataset).filter(
-          lambda line: tf.strings.length(tf.strings.strip(line)) > 0).map(parse)
+          lambda line: tf.strings.length(tf.strings.strip(line)) > 0).batch(256).map(
+              parse).unbatch()
 
 
 def _stack_choices(num_choices: int):
