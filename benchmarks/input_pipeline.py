@@ -36,7 +36,8 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tasks  # noqa: E402,F401  (registers the tasks and mixtures)
-from muppet_jax import cli, inputs, losses, partitioning, pretrained, r3f, state, trainer  # noqa: E402
+from muppet_jax import (  # noqa: E402
+    cli, inputs, losses, partitioning, pretrained, r3f, state, trainer)
 from muppet_jax.data import demo, mixing, token_cache  # noqa: E402
 from muppet_jax.data.batching import MixtureStream, StreamConfig  # noqa: E402
 from muppet_jax.data.local_files import add_file_task  # noqa: E402

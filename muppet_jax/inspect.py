@@ -91,11 +91,11 @@ def real_token_fractions(name: str, max_length: int, target_length: int, batch_s
   """Fraction of real tokens in (padded, packed) batches of the mixture's stream."""
   fractions = []
   for packing in (False, True):
-    stream = batching.MixtureStream(batching.StreamConfig(
+    with batching.MixtureStream(batching.StreamConfig(
         name, batch_size=batch_size, max_length=max_length, target_length=target_length,
-        packing=packing))
-    fractions.append(float(np.mean([(next(stream)["segment_ids"] > 0).mean()
-                                    for _ in range(batches)])))
+        packing=packing)) as stream:
+      fractions.append(float(np.mean([(next(stream)["segment_ids"] > 0).mean()
+                                      for _ in range(batches)])))
   return fractions[0], fractions[1]
 
 

@@ -126,7 +126,7 @@ class MixtureStream(Iterator[Batch]):
                      for i, (t, s) in enumerate(zip(self.tasks, sources))]
     self._rng = random.Random(c.seed * 1_000_003 + self.shard.index)
     self._waiting: list[tuple] = []
-    self._pools: dict[Any, tuple[list[int], list[float]]] = {}
+    self._draw_tables: dict[Any, tuple[list[int], list[float]]] = {}
     self._thread: threading.Thread | None = None
     self._failure: BaseException | None = None
     self._ended = False
@@ -156,12 +156,12 @@ class MixtureStream(Iterator[Batch]):
   def _pool_of(self, key: Any) -> tuple[list[int], list[float]]:
     """The live tasks that a draw with `key` (None: any; ("family", f); ("task", t)) picks
     from, with their cumulative rates."""
-    if key not in self._pools:
+    if key not in self._draw_tables:
       tasks = [t for t, r in enumerate(self._readers) if not r.exhausted and (
           key is None or (key[0] == "family" and self._family_of[t] == key[1])
           or (key[0] == "task" and t == key[1]))]
-      self._pools[key] = tasks, list(itertools.accumulate(self.rates[t] for t in tasks))
-    return self._pools[key]
+      self._draw_tables[key] = tasks, list(itertools.accumulate(self.rates[t] for t in tasks))
+    return self._draw_tables[key]
 
   def _pick(self, key: Any = None) -> int | None:
     tasks, cumulative = self._pool_of(key)
@@ -175,7 +175,7 @@ class MixtureStream(Iterator[Batch]):
       ex = self._readers[task].next()
       if ex is not None:
         return ex
-      self._pools.clear()  # The task ran out (evaluation): draw among the others.
+      self._draw_tables.clear()  # The task ran out (evaluation): draw among the others.
     return None
 
   # Making batches.
@@ -342,7 +342,7 @@ class MixtureStream(Iterator[Batch]):
     self._rng.setstate((version, tuple(internal), gauss))
     for reader, position in zip(self._readers, state["readers"]):
       reader.seek(tuple(position))
-    self._pools.clear()
+    self._draw_tables.clear()
     self._waiting = [(w["task"], tuple(w["lengths"]), np.asarray(w["tokens"], np.int32), 0,
                       np.asarray(w["targets"], np.int32), 0, len(w["targets"]), w["label"],
                       w["score"], *w["span"]) for w in state["waiting"]]
