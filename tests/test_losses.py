@@ -129,7 +129,7 @@ def test_heterogeneous_batch_loss_is_the_sum_of_its_tasks_losses():
 
   full = sums(batch)
   parts = [sums(_only_task(batch, t)) for t in np.unique(batch["seg_task"][batch["seg_task"] >= 0])]
-  assert len(parts) == 5
+  assert len(parts) >= len(stream.families) == 4  # Every family is in every batch.
   assert sum(p["count"] for p in parts) == full["count"]
   assert sum(p["loss_sum"] for p in parts) == pytest.approx(float(full["loss_sum"]), rel=1e-5)
 

@@ -73,6 +73,19 @@ def test_a_cache_of_other_lengths_is_refused_with_the_fix(demo_cache):
   assert "python -m muppet_jax.cache" in message and "--overwrite" in message
 
 
+def test_the_fingerprint_ignores_what_calls_into_the_tokenizer_left_behind():
+  """A fast tokenizer's call sets its truncation and padding; a process that called it (an
+  evaluation, a test) must still accept the cache another process made."""
+  task = mixing.mixture_tasks("demo_topic")[0]
+  before = token_cache.fingerprint(task, "train", LENGTHS)
+  task.vocabulary.tokenizer(["anna saw maps"] * 2, truncation=True, max_length=3,
+                            padding="max_length")
+  assert task.vocabulary.tokenizer.backend_tokenizer.truncation is not None  # The state changed.
+  assert token_cache.fingerprint(task, "train", LENGTHS) == before
+  task.vocabulary.tokenizer.backend_tokenizer.no_truncation()
+  task.vocabulary.tokenizer.backend_tokenizer.no_padding()
+
+
 def _file_task(name, path, vocabulary):
   if name in seqio.TaskRegistry.names():
     seqio.TaskRegistry.remove(name)

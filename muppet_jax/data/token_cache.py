@@ -94,8 +94,9 @@ def fingerprint(task: MuppetTask, split: str, lengths: Mapping[str, int]) -> dic
       "task": f"{task.name}/{split} ({task.info.family})",
       "lengths": f"inputs {lengths['inputs']}" + (
           f", targets {lengths['targets']}" if summarization else ""),
-      "vocabulary": _sha(vocabulary.tokenizer.backend_tokenizer.to_str()
-                         + repr(vocabulary.special_template())),
+      # Not the shared tokenizer's own string: its truncation and padding change with every
+      # call into it, and a fingerprint must not depend on what the process did before.
+      "vocabulary": _sha(vocabulary.backend().to_str() + repr(vocabulary.special_template())),
       "preprocessing": _sha(_describe([task.source, list(task.preprocessors[:-1])])),
   }
 
