@@ -1,10 +1,12 @@
 """The token cache: the same batches as live (and after a resume), refusal of a stale or foreign
 cache, live reading of what isn't cached, and the cache command on two workers with resume."""
 
+import concurrent.futures
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -128,6 +130,25 @@ def test_an_incomplete_cache_is_refused(tmp_path):
     token_cache.open_split(tmp_path, task, "train", LENGTHS)
 
 
+def test_workers_starting_a_split_at_once_agree_on_its_info(tmp_path):
+  """Workers of the cache command start each split at the same moment: whoever writes its
+  info.json first, the others check it instead of failing."""
+  task = mixing.mixture_tasks("demo_topic")[0]
+  expected = token_cache.fingerprint(task, "train", LENGTHS)
+  for trial in range(10):
+    directory = tmp_path / str(trial)
+    barrier = threading.Barrier(4)
+
+    def start(directory=directory, barrier=barrier):
+      barrier.wait()
+      token_cache._start_split(directory, expected, 700, False, "hint")
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+      for future in [pool.submit(start) for _ in range(4)]:
+        future.result()
+    assert [p.name for p in directory.iterdir()] == ["info.json"]
+
+
 def _cache_command(out, *flags):
   return [sys.executable, "-m", "muppet_jax.cache", "--config=configs/prefinetune.py:demo",
           f"--out={out}", "--config.data.max_length=64", "--config.data.target_length=24",
@@ -142,7 +163,7 @@ def test_cache_command_on_two_workers_then_resumed(demo_cache, tmp_path):
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for i in range(2)]
   logs = [w.communicate(timeout=300) for w in workers]
-  assert [w.returncode for w in workers] == [0, 0], logs
+  assert [w.returncode for w in workers] == [0, 0], [err[-3000:] for _, err in logs]
   task = mixing.mixture_tasks("demo_entailment")[0]  # 3,200 train records: 5 shards of 700.
   whole = token_cache.open_split(out, task, "train", LENGTHS)
   assert whole.num_records == 3200

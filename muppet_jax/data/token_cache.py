@@ -24,6 +24,7 @@ import hashlib
 import inspect
 import json
 import os
+import uuid
 from typing import Any, Mapping
 
 import numpy as np
@@ -209,24 +210,26 @@ def _token_dtype(vocabulary_size: int) -> type:
 def _start_split(directory: epath.Path, expected: Mapping[str, str], records_per_shard: int,
                  overwrite: bool, build_hint: str) -> None:
   """Checks (or writes) the split's info.json; `overwrite` replaces a cache made otherwise."""
-  if (directory / INFO).exists():
+  info_path = directory / INFO
+  if overwrite and info_path.exists():
     try:
-      info = check_info(directory, expected, build_hint)
+      check_info(directory, expected, build_hint)
     except UserError:
-      if not overwrite:
-        raise
       directory.rmtree()
-    else:
-      if info["records_per_shard"] != records_per_shard:
-        raise UserError(f"the token cache in {directory} has {info['records_per_shard']} "
-                        f"records per shard; resume it with --records_per_shard="
-                        f"{info['records_per_shard']}")
+  if not info_path.exists():
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f"{INFO}.tmp-{uuid.uuid4().hex}"
+    tmp.write_text(json.dumps({"fingerprint": dict(expected),
+                               "records_per_shard": records_per_shard}, indent=1))
+    try:
+      tmp.rename(info_path)
       return
-  directory.mkdir(parents=True, exist_ok=True)
-  tmp = directory / f"{INFO}.tmp-{os.getpid()}"
-  tmp.write_text(json.dumps({"fingerprint": dict(expected),
-                             "records_per_shard": records_per_shard}, indent=1))
-  tmp.rename(directory / INFO)
+    except FileExistsError:  # Another worker started the split first: its info must agree.
+      tmp.unlink()
+  info = check_info(directory, expected, build_hint)
+  if info["records_per_shard"] != records_per_shard:
+    raise UserError(f"the token cache in {directory} has {info['records_per_shard']} records "
+                    f"per shard; resume it with --records_per_shard={info['records_per_shard']}")
 
 
 def build_split(task: MuppetTask, split: str, lengths: Mapping[str, int],
