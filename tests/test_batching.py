@@ -252,3 +252,10 @@ def test_close_stops_the_producer_and_readers():
   assert "muppet_jax-batches" in {t.name for t in _new_threads(before)}
   stream.close()
   assert not _new_threads(before)
+
+
+def test_task_datasets_run_without_tf_data_autotuning():
+  """The autotuner's thread made every reader closed before the end of its split (an
+  evaluation, a stopped run) wait up to a minute in its tf.data iterator's destructor."""
+  task = seqio.get_mixture_or_task("demo_sentiment")
+  assert task.text_dataset("train", {"inputs": 64}).options().autotune.enabled is False

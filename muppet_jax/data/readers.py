@@ -111,7 +111,7 @@ class TaskReader:
     self._epoch_start, self._epoch_examples = self.block, 0
     self._rows: list[tuple] | None = None
     self.exhausted = self.num_epochs is not None and self.epoch >= self.num_epochs
-    self._blocks = self.source.blocks(self.block)
+    self._blocks = iter(()) if self.exhausted else self.source.blocks(self.block)
     self._next = self.pool.submit(self._read, self._blocks, self.epoch, self.block)
 
   def _read(self, blocks: Iterator[Examples], epoch: int, block: int) -> list[tuple] | None:

@@ -61,6 +61,13 @@ class TaskInfo:
     return math.log(n) if n > 1 else 1.0
 
 
+# Readers fix their own parallelism (one block ahead). tf.data's autotuner would only add a
+# thread that an iterator's destructor waits for until its next wake-up, up to a minute: every
+# reader left before the end of its split (evaluation, a closed stream) cost that much.
+_READ_OPTIONS = tf.data.Options()
+_READ_OPTIONS.autotune.enabled = False
+
+
 class MuppetTask(seqio.Task):
   """A seqio.Task that carries its TaskInfo."""
 
@@ -83,7 +90,7 @@ class MuppetTask(seqio.Task):
     for fn in self.preprocessors[:-1]:
       dataset = seqio.utils.add_kwargs_to_transform(
           fn, sequence_length=lengths, output_features=self.output_features)(dataset)
-    return dataset
+    return dataset.with_options(_READ_OPTIONS)
 
   @property
   def vocabulary(self) -> HFVocabulary:
