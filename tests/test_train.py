@@ -85,16 +85,16 @@ def _wait_for(path, process, seconds=300):
 
 
 def test_sigkill_and_restart_is_bit_identical_to_an_uninterrupted_run(tmp_path):
-  steps = ["--config.total_steps=120", "--config.checkpoint.every_steps=10",
+  steps = ["--config.total_steps=40", "--config.checkpoint.every_steps=5",
            "--config.eval.every_steps=1000", "--config.eval.max_batches=1",
            "--config.log_every_steps=1000", "--config.model.hidden_dropout=0.1"]
   done = _cli(tmp_path / "straight", *steps)
   assert done.returncode == 0, done.stderr
   killed = _cli(tmp_path / "killed", *steps, wait=False)
-  _wait_for(tmp_path / "killed" / "checkpoints" / "10", killed)
+  _wait_for(tmp_path / "killed" / "checkpoints" / "5", killed)
   killed.send_signal(signal.SIGKILL)
   killed.wait()
-  assert not (tmp_path / "killed" / "checkpoints" / "120").exists()
+  assert not (tmp_path / "killed" / "checkpoints" / "40").exists()
   resumed = _cli(tmp_path / "killed", *steps)
   assert resumed.returncode == 0, resumed.stderr
   assert "resumed from" in resumed.stdout + resumed.stderr
