@@ -129,7 +129,9 @@ class TrainCheckpoints:
     return self.inputs / str(step) / f"process_{jax.process_index()}"
 
   def latest_step(self) -> int | None:
-    complete = [s for s in self.manager.all_steps() if self._input_dir(s).is_dir()]
+    # Every host writes its stream position before joining the (collective) orbax save, so a
+    # step orbax finished has all of them; hosts of another topology read the same answer.
+    complete = [s for s in self.manager.all_steps() if (self.inputs / str(s)).is_dir()]
     return max(complete) if complete else None
 
   def save(self, step: int, train_state: TrainState, metadata: Mapping[str, Any],
@@ -159,10 +161,12 @@ class TrainCheckpoints:
     restored = self.manager.restore(step, args=ocp.args.Composite(
         params=ocp.args.StandardRestore(abstract.params),
         opt_state=ocp.args.StandardRestore(abstract.opt_state)))
-    if not stream.restore(self._input_dir(step)):
+    position = self._input_dir(step)
+    if not (position.is_dir() and stream.restore(position)):
       progress.log(f"the input position saved at step {step} was written by an earlier "
-                   "muppet_jax and can't be continued: the data stream starts afresh from the "
-                   "seed (parameters and optimizer state are restored)")
+                   "muppet_jax or by a run on another number of hosts and can't be continued: "
+                   "the data stream starts afresh from the seed (parameters and optimizer "
+                   "state are restored)")
     return TrainState(jax.device_put(jnp.asarray(step, jnp.int32), abstract.step.sharding),
                       restored["params"], restored["opt_state"])
 

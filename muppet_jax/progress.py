@@ -45,15 +45,24 @@ def compiled_flops(compiled: jax.stages.Compiled) -> float:
   return float((cost or {}).get("flops", 0.0))
 
 
-def log_compiled(compiled: jax.stages.Compiled, stream: MixtureStream, params: Any,
-                 mesh: Mesh) -> float:
-  """Logs the compiled train step's memory per device (where XLA reports it) and the run's size;
-  returns the step's FLOPs."""
+def cluster_line(mesh: Mesh) -> str:
+  """Which process this is of how many, their devices, and the mesh over them."""
+  kinds = sorted({d.device_kind for d in jax.devices()})
+  return (f"process {jax.process_index()} of {jax.process_count()}: {jax.local_device_count()} "
+          f"local of {jax.device_count()} devices ({', '.join(kinds)}), mesh {dict(mesh.shape)}")
+
+
+def log_compiled(compiled: jax.stages.Compiled, seconds: float, stream: MixtureStream,
+                 params: Any, mesh: Mesh) -> float:
+  """Logs the train step's compile time (short when the persistent cache had it), its memory
+  per device (where XLA reports it) and the run's size; returns the step's FLOPs."""
   memory = compiled.memory_analysis()
+  line = f"compiled train step in {seconds:.1f} s"
   if memory is not None:
-    log(f"compiled train step: {memory.temp_size_in_bytes / 2**20:,.0f} MiB temporaries, "
-        f"{memory.argument_size_in_bytes / 2**20:,.0f} MiB arguments, "
-        f"{memory.output_size_in_bytes / 2**20:,.0f} MiB outputs per device")
+    line += (f": {memory.temp_size_in_bytes / 2**20:,.0f} MiB temporaries, "
+             f"{memory.argument_size_in_bytes / 2**20:,.0f} MiB arguments, "
+             f"{memory.output_size_in_bytes / 2**20:,.0f} MiB outputs per device")
+  log(line)
   flops = compiled_flops(compiled)
   size = sum(x.size for x in jax.tree.leaves(params))
   log(f"{len(stream.tasks)} tasks, {len(stream.layout.names)} heads, {size / 1e6:.1f}M "

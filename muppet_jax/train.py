@@ -14,7 +14,9 @@ docs/ARCHITECTURE.md.
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 
 import jax
 import ml_collections
@@ -32,6 +34,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Runs (or resumes) pre-finetuning in `workdir`; returns the last evaluation's metrics."""
   # --------------------------------------------------------------- Mesh and input pipeline ---
   mesh = partitioning.make_mesh(dict(config.mesh))
+  progress.log(progress.cluster_line(mesh))
   inputs.check_batch_size(config, mesh)
   tasks = inputs.prepared_tasks(config)
   start = pretrained.from_config(config, inputs.vocabulary(tasks), mesh)
@@ -58,10 +61,12 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
 
   # --------------------------------------------------------------------- Compiled step ---
   regularizer = r3f.R3FConfig(config.r3f.weight, config.r3f.noise_type, config.r3f.eps)
+  compile_start = time.perf_counter()
   train_step = trainer.compile_train_step(
       trainer.make_train_step(model, tx, table, config.microbatches, config.seed, regularizer),
       abstract, stream.empty_batch(), config.data.batch_size, mesh)
-  flops_per_step = progress.log_compiled(train_step, stream, abstract.params, mesh)
+  flops_per_step = progress.log_compiled(train_step, time.perf_counter() - compile_start, stream,
+                                         abstract.params, mesh)
   evaluator = evaluation.Evaluator(config, stream.tasks, stream.layout, model, start.config,
                                    state.shardings(abstract.params), mesh)
   batch_sharding = partitioning.batch_sharding(mesh)
@@ -122,9 +127,24 @@ def main(argv: list[str]) -> None:
   if _CONFIG.value is None or not _WORKDIR.value:
     raise app.UsageError("give --config=configs/prefinetune.py[:PRESET] and --workdir=DIR")
   if _MULTIHOST.value:
+    # CPU processes need an implementation of cross-process collectives (TPUs and GPUs have
+    # their own); jax.distributed finds its peers from the TPU, SLURM or JAX_* environment.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize()
   with cli.user_errors():
+    use_compilation_cache(_CONFIG.value.compilation_cache_dir, _WORKDIR.value)
     train(_CONFIG.value, _WORKDIR.value)
+
+
+def use_compilation_cache(directory: str, workdir: str) -> None:
+  """XLA's persistent cache in `directory` ("" = WORKDIR/compilation_cache, "none" = off)."""
+  if directory == "none":
+    return
+  directory = directory or os.path.join(workdir, "compilation_cache")
+  jax.config.update("jax_compilation_cache_dir", directory)
+  # Every compiled program is worth keeping: a restart recompiles the same ones.
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 if __name__ == "__main__":

@@ -259,3 +259,16 @@ def test_task_datasets_run_without_tf_data_autotuning():
   evaluation, a stopped run) wait up to a minute in its tf.data iterator's destructor."""
   task = seqio.get_mixture_or_task("demo_sentiment")
   assert task.text_dataset("train", {"inputs": 64}).options().autotune.enabled is False
+
+
+def test_a_position_saved_on_another_number_of_hosts_starts_the_stream_afresh(tmp_path):
+  config = StreamConfig(**{**CONFIG.__dict__, "batch_size": CONFIG.batch_size // 2})
+  with MixtureStream(config, seqio.ShardInfo(index=0, num_shards=2)) as half:
+    next(half)
+    half.save(tmp_path)
+  with MixtureStream(CONFIG) as whole:
+    assert not whole.restore(tmp_path)
+    with MixtureStream(CONFIG) as fresh:
+      a, b = next(whole), next(fresh)
+      for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)

@@ -327,16 +327,16 @@ class MixtureStream(Iterator[Batch]):
 
   def restore(self, directory: str | os.PathLike) -> bool:
     """Continues exactly where the stream saved under `directory` stopped. False (and the
-    stream starts afresh) for a position saved by muppet_jax before the block readers, which
-    can't be continued."""
+    stream starts afresh) for a position that can't be continued: saved by muppet_jax before the
+    block readers, or by a run on another number of hosts (its shards were other ones)."""
     directory = epath.Path(directory)
     state = json.loads((directory / STATE_FILE).read_text())
-    if state.get("format") != STATE_FORMAT:
+    if state.get("format") != STATE_FORMAT or state["shard"][1] != self.shard.num_shards:
       return False
     if state["config"] != json.loads(json.dumps(dataclasses.asdict(self.config))) or state[
-        "shard"] != [self.shard.index, self.shard.num_shards]:
+        "shard"][0] != self.shard.index:
       raise UserError(f"the input stream saved in {directory} was made with another data config "
-                      "or shard; resume with the same data settings and host count")
+                      "or shard; resume with the same data settings")
     self._stop_producer()
     version, internal, gauss = state["rng"]
     self._rng.setstate((version, tuple(internal), gauss))
