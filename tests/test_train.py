@@ -95,9 +95,16 @@ def test_sigkill_and_restart_is_bit_identical_to_an_uninterrupted_run(tmp_path):
   killed.send_signal(signal.SIGKILL)
   killed.wait()
   assert not (tmp_path / "killed" / "checkpoints" / "40").exists()
+  cache = tmp_path / "killed" / "compilation_cache"
+  compiled = {p.name for p in cache.iterdir()}
+  assert any(name.startswith("jit_train_step-") for name in compiled)
   resumed = _cli(tmp_path / "killed", *steps)
   assert resumed.returncode == 0, resumed.stderr
   assert "resumed from" in resumed.stdout + resumed.stderr
+  assert "compiled train step in" in resumed.stdout
+  # The restart found its train step in the persistent cache: nothing new of it was compiled.
+  assert {p.name for p in cache.iterdir() if p.name.startswith("jit_train_step-")} == {
+      name for name in compiled if name.startswith("jit_train_step-")}
   a, b = _final_params(tmp_path / "straight"), _final_params(tmp_path / "killed")
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
     np.testing.assert_array_equal(x, y)
@@ -128,8 +135,10 @@ def test_preemption_catches_sigterm_only_while_open():
 
 
 def _snapshot(directory):
+  """Every file a run saved; the compilation cache, which only grows, is not the run's."""
   return {str(p.relative_to(directory)): (p.stat().st_size, p.stat().st_mtime_ns)
-          for p in directory.rglob("*") if p.is_file()}
+          for p in directory.rglob("*")
+          if p.is_file() and p.relative_to(directory).parts[0] != "compilation_cache"}
 
 
 @pytest.mark.parametrize("args,env,message", [
