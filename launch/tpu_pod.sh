@@ -30,6 +30,8 @@ source launch/common.sh
 command="$1"; tpu="$2"; zone="$3"; shift 3
 runtime="${TPU_RUNTIME:-tpu-ubuntu2204-base}"
 LOGS='$HOME/muppet_logs'  # On each host.
+# On a host: whether the process in pid file $1 runs (a zombie, exited but not reaped, doesn't).
+ALIVE='alive() { ps -o stat= -p "$(cat "$1" 2>/dev/null)" 2>/dev/null | grep -q "^[^Z]"; }'
 
 on_all_hosts() {
   run gcloud compute tpus tpu-vm ssh "$tpu" --zone="$zone" --worker=all --command="$1"
@@ -59,10 +61,11 @@ start() {  # WORKDIR [overrides]
 cd muppet_jax
 [ -x .venv/bin/python ] || { bash launch/setup.sh && .venv/bin/pip install --quiet 'jax[tpu]==0.10.2'; }
 mkdir -p $LOGS
-if kill -0 \$(cat $LOGS/train.pid 2>/dev/null) 2>/dev/null; then echo \"\$(hostname): already running\"; exit 0; fi
+$ALIVE
+if alive $LOGS/train.pid; then echo \"\$(hostname): already running\"; exit 0; fi
 setsid nohup bash -c $(printf '%q' "exec $train >> $LOGS/train.log 2>&1") > /dev/null 2>&1 &
 echo \$! > $LOGS/train.pid
-kill -0 \$(cat $LOGS/copier.pid 2>/dev/null) 2>/dev/null ||
+alive $LOGS/copier.pid ||
   { setsid nohup bash -c $(printf '%q' "while sleep 60; do gcloud storage cp $LOGS/train.log $(printf '%q' "$workdir")/logs/\$(hostname).log -q; done") > /dev/null 2>&1 & echo \$! > $LOGS/copier.pid; }"
 }
 
@@ -96,7 +99,7 @@ case "$command" in
     done ;;
   status)
     state
-    on_all_hosts "kill -0 \$(cat $LOGS/train.pid 2>/dev/null) 2>/dev/null && echo \"\$(hostname): running\" || echo \"\$(hostname): not running\"" ;;
+    on_all_hosts "$ALIVE; alive $LOGS/train.pid && echo \"\$(hostname): running\" || echo \"\$(hostname): not running\"" ;;
   logs) on_all_hosts "echo \"== \$(hostname)\"; tail -n 20 $LOGS/train.log" ;;
   stop) on_all_hosts "kill -TERM \$(cat $LOGS/train.pid 2>/dev/null) 2>/dev/null || true" ;;
   delete) run gcloud compute tpus queued-resources delete "$tpu" --zone="$zone" --force --quiet ;;
