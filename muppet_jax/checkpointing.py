@@ -148,10 +148,12 @@ class TrainCheckpoints:
         params=ocp.args.StandardSave(train_state.params),
         opt_state=ocp.args.StandardSave(train_state.opt_state),
         model=ocp.args.JsonSave({"format": FORMAT, **metadata})), force=True)
-    kept = self.manager.all_steps()
-    for old in self.inputs.iterdir() if self.inputs.exists() else ():
-      if old.name.isdigit() and int(old.name) < min(kept, default=step) and int(old.name) != step:
-        old.rmtree()
+    if jax.process_index() == 0:  # One host deletes old positions; two would race.
+      kept = self.manager.all_steps()
+      for old in self.inputs.iterdir() if self.inputs.exists() else ():
+        if old.name.isdigit() and int(old.name) < min(kept, default=step) and int(
+            old.name) != step:
+          old.rmtree()
 
   def restore(self, step: int, abstract: TrainState, stream: Any) -> TrainState:
     """The train state of `step`, onto the shardings of `abstract`; `stream` continues from

@@ -33,8 +33,9 @@ def peak_flops(device_kind: str) -> float | None:
   return next((v for k, v in PEAK_FLOPS.items() if device_kind.startswith(k)), None)
 
 
-def log(message: str) -> None:
-  if jax.process_index() == 0:
+def log(message: str, every_host: bool = False) -> None:
+  """Prints on the first host (the run's log), or on each (its own facts, in per-host logs)."""
+  if every_host or jax.process_index() == 0:
     tqdm.tqdm.write(message)
 
 

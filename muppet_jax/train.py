@@ -34,7 +34,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Runs (or resumes) pre-finetuning in `workdir`; returns the last evaluation's metrics."""
   # --------------------------------------------------------------- Mesh and input pipeline ---
   mesh = partitioning.make_mesh(dict(config.mesh))
-  progress.log(progress.cluster_line(mesh))
+  progress.log(progress.cluster_line(mesh), every_host=True)
   inputs.check_batch_size(config, mesh)
   tasks = inputs.prepared_tasks(config)
   start = pretrained.from_config(config, inputs.vocabulary(tasks), mesh)
@@ -128,7 +128,8 @@ def main(argv: list[str]) -> None:
     raise app.UsageError("give --config=configs/prefinetune.py[:PRESET] and --workdir=DIR")
   if _MULTIHOST.value:
     # CPU processes need an implementation of cross-process collectives (TPUs and GPUs have
-    # their own); jax.distributed finds its peers from the TPU, SLURM or JAX_* environment.
+    # their own); jax.distributed finds its peers in a TPU pod's, SLURM's, Open MPI's or
+    # Kubernetes' environment.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize()
   with cli.user_errors():

@@ -3,7 +3,7 @@
 coordinator and gloo collectives), or as the one-process reference fed the same global batches.
 
     python -m tests.multiprocess_worker --workdir=DIR --devices=2 --process=I --processes=2 \\
-        --port=PORT --mesh=data=2,fsdp=2 [--steps=8] [--reference] [--same-shard]
+        --port=PORT --mesh=data=2,fsdp=2 [--steps=8] [--reference=2] [--same-shard]
 
 `--reference` (one process): each global batch is the rows of the N processes' local batches
 in process order, as `jax.make_array_from_process_local_data` assembles them. `--same-shard`
@@ -16,6 +16,9 @@ import argparse
 import json
 import os
 import sys
+import time
+
+import numpy as np  # (jax is imported once XLA_FLAGS says how many devices.)
 
 
 def _args(argv: list[str]) -> argparse.Namespace:
@@ -30,6 +33,8 @@ def _args(argv: list[str]) -> argparse.Namespace:
   parser.add_argument("--every", type=int, default=4)
   parser.add_argument("--reference", type=int, default=0, help="shards to emulate")
   parser.add_argument("--same-shard", action="store_true")
+  parser.add_argument("--step-delay", type=float, default=0.0,
+                      help="seconds added before each batch: time to signal a running cluster")
   return parser.parse_args(argv)
 
 
@@ -42,7 +47,6 @@ class _ConcatenatedShards:
     self.task_heads = streams[0].task_heads
 
   def _cat(self, batches: list) -> dict:
-    import numpy as np
     return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
 
   def empty_batch(self) -> dict:
@@ -99,6 +103,7 @@ def main(argv: list[str]) -> None:
 
     class Recording(type(stream)):
       def __next__(self):
+        time.sleep(args.step_delay)
         batch = fetch(self)
         for row, slots in zip(batch["input_ids"], batch["seg_start"]):
           seen.extend(row[s:s + 4].tolist() for s in slots if s >= 0)
