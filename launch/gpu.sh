@@ -7,12 +7,10 @@
 # Needs: `bash launch/setup.sh` and `.venv/bin/pip install "jax[cuda12]==0.10.2"` first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DRY_RUN=0
-[ "${1:-}" = "--dry-run" ] && { DRY_RUN=1; shift; }
-[ $# -ge 1 ] || { sed -n '/^# Pre-finetunes/,/^set -euo/{/^#/p}' "$0" >&2; exit 2; }
 source launch/common.sh
+[ $# -ge 1 ] || usage
 workdir="$1"; shift
-case "$workdir" in gs://*) logs=logs ;; *) logs="$workdir/logs" ;; esac
+logs=$(logs_of "$workdir")
 run mkdir -p "$logs"
 # Later --config flags win, so the user's overrides come after the GPU defaults.
 command=(.venv/bin/python -u -m muppet_jax.train --config="$config" --workdir="$workdir"

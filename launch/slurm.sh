@@ -21,13 +21,11 @@
 # SLURM requeues it) and the rerun resumes from that checkpoint.
 set -euo pipefail
 cd "${SLURM_SUBMIT_DIR:-$(dirname "$0")/..}"
-DRY_RUN=0
-[ "${1:-}" = "--dry-run" ] && { DRY_RUN=1; shift; }
-[ $# -ge 1 ] || { sed -n '/^# Pre-finetunes/,/^set -euo/{/^#/p}' "$0" >&2; exit 2; }
 source launch/common.sh
+[ $# -ge 1 ] || usage
 workdir="$1"; shift
 job="${SLURM_JOB_ID:-JOB}"
-case "$workdir" in gs://*) logs=logs ;; *) logs="$workdir/logs" ;; esac
+logs=$(logs_of "$workdir")
 run mkdir -p "$logs"
 run srun --kill-on-bad-exit=1 --output="$logs/$job-task%t.log" \
   .venv/bin/python -u -m muppet_jax.train --multihost --config="$config" --workdir="$workdir" \

@@ -22,11 +22,8 @@
 # --dry-run prints the gcloud commands instead of running them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DRY_RUN=0
-[ "${1:-}" = "--dry-run" ] && { DRY_RUN=1; shift; }
-usage() { sed -n '/^# Pre-finetunes/,/^set -euo/{/^#/p}' "$0" >&2; exit 2; }
-[ $# -ge 3 ] || usage
 source launch/common.sh
+[ $# -ge 3 ] || usage
 command="$1"; tpu="$2"; zone="$3"; shift 3
 runtime="${TPU_RUNTIME:-tpu-ubuntu2204-base}"
 LOGS='$HOME/muppet_logs'  # On each host.
