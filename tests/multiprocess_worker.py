@@ -3,11 +3,17 @@
 coordinator and gloo collectives), or as the one-process reference fed the same global batches.
 
     python -m tests.multiprocess_worker --workdir=DIR --devices=2 --process=I --processes=2 \\
-        --port=PORT --mesh=data=2,fsdp=2 [--steps=8] [--reference=2] [--same-shard]
+        --port=PORT --mesh=data=2,fsdp=2 [--steps=8] [--reference=2] [--same-shard] \\
+        [--skip-allreduce]
 
 `--reference` (one process): each global batch is the rows of the N processes' local batches
-in process order, as `jax.make_array_from_process_local_data` assembles them. `--same-shard`
-makes every process read process 0's shard: the mistake the test must catch.
+in process order, as `jax.make_array_from_process_local_data` assembles them. Two mistakes the
+test must catch: `--same-shard` makes every process read process 0's shard; `--skip-allreduce`
+makes this process update its parameters from its own rows' gradients alone, as a process that
+skipped the gradient all-reduce would.
+
+Besides `worker_I.json` (the last evaluation and the segments fed), each process writes
+`params_I.npz`: its own shards of the final parameters, as `PATH@START:STOP,...` keys.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ def _args(argv: list[str]) -> argparse.Namespace:
   parser.add_argument("--every", type=int, default=4)
   parser.add_argument("--reference", type=int, default=0, help="shards to emulate")
   parser.add_argument("--same-shard", action="store_true")
+  parser.add_argument("--skip-allreduce", action="store_true")
   parser.add_argument("--step-delay", type=float, default=0.0,
                       help="seconds added before each batch: time to signal a running cluster")
   return parser.parse_args(argv)
@@ -71,6 +78,40 @@ class _ConcatenatedShards:
       s.close()
 
 
+def _skipping_allreduce(make_train_step):
+  """`make_train_step` whose step runs once per index of the mesh's `data` axis (the processes,
+  on a data=2 x fsdp=2 mesh), each on its own rows, and sums no gradient over that axis: every
+  process updates its replica of the parameters from its own gradients, which silently diverge."""
+  import flax.linen as nn
+  import jax
+  from jax.sharding import PartitionSpec as P
+
+  from muppet_jax import partitioning
+  rules = [(name, "fsdp" if name == "activation_batch" else axes)
+           for name, axes in partitioning.LOGICAL_AXIS_RULES]
+
+  def make(*args, **kwargs):
+    step = make_train_step(*args, **kwargs)
+
+    def local_step(state, batch):
+      with nn.logical_axis_rules(rules):  # `data` is manual here: constrain over fsdp alone.
+        return step(state, batch)
+    return jax.shard_map(local_step, in_specs=(P(), P("data")), out_specs=P(),
+                         axis_names={"data"}, check_vma=False)
+  return make
+
+
+def _local_shards(params) -> dict[str, np.ndarray]:
+  """This process's shards of every parameter, keyed by path and index."""
+  import jax
+  shards = {}
+  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+    for shard in leaf.addressable_shards:
+      index = ",".join("%d:%d" % s.indices(n)[:2] for s, n in zip(shard.index, leaf.shape))
+      shards[f"{jax.tree_util.keystr(path)}@{index}"] = np.asarray(shard.data)
+  return shards
+
+
 def main(argv: list[str]) -> None:
   args = _args(argv)
   os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
@@ -82,7 +123,7 @@ def main(argv: list[str]) -> None:
                                num_processes=args.processes, process_id=args.process)
 
   from configs import prefinetune
-  from muppet_jax import inputs
+  from muppet_jax import evaluation, inputs, trainer
   from muppet_jax.data import batching
   from muppet_jax.train import train
 
@@ -123,10 +164,23 @@ def main(argv: list[str]) -> None:
     return recording(original(config, seq2seq))
 
   inputs.train_stream = train_stream
+  if args.skip_allreduce:
+    trainer.make_train_step = _skipping_allreduce(trainer.make_train_step)
+  evaluated = []  # The parameters of each evaluation: the last is this process's final view.
+
+  class RecordingEvaluator(evaluation.Evaluator):
+    def __call__(self, params):
+      evaluated.append(params)
+      return super().__call__(params)
+
+  evaluation.Evaluator = RecordingEvaluator
   metrics = train(config, args.workdir)
   out = os.path.join(args.workdir, f"worker_{args.process}.json")
   with open(out, "w") as f:
     json.dump({"metrics": metrics, "seen": seen}, f)
+  if evaluated:  # (A run stopped by SIGTERM ends without a last evaluation.)
+    np.savez(os.path.join(args.workdir, f"params_{args.process}.npz"),
+             **_local_shards(evaluated[-1]))
 
 
 if __name__ == "__main__":

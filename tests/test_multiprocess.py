@@ -81,9 +81,36 @@ def cluster(tmp_path_factory):
   return workdir
 
 
+def _shards(workdir, process=0) -> dict[str, np.ndarray]:
+  with np.load(pathlib.Path(workdir) / f"params_{process}.npz") as f:
+    return dict(f)
+
+
+def _index(key: str) -> tuple[slice, ...]:
+  return tuple(slice(*map(int, s.split(":"))) for s in key.split("@")[1].split(",") if s)
+
+
+def _assembled(shards: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """Whole parameters from all of their shards."""
+  shapes = {}
+  for key in shards:
+    stops = [s.stop for s in _index(key)]
+    shapes[key.split("@")[0]] = np.maximum(shapes.get(key.split("@")[0], stops), stops)
+  full = {path: np.zeros(shape.astype(int)) for path, shape in shapes.items()}
+  for key, shard in shards.items():
+    full[key.split("@")[0]][_index(key)] = shard
+  return full
+
+
 def _assert_trained_like(workdir, reference):
   for a, b in zip(_params(reference), _params(workdir), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  # Every process holds these parameters, not only the replicas that the checkpoint took.
+  full = _assembled(_shards(reference))
+  for process in range(2):
+    for key, shard in _shards(workdir, process).items():
+      np.testing.assert_allclose(shard, full[key.split("@")[0]][_index(key)], rtol=1e-5,
+                                 atol=1e-6, err_msg=f"process {process}: {key}")
   expected, metrics = _result(reference)["metrics"], _result(workdir)["metrics"]
   assert metrics.keys() == expected.keys()
   for key in expected:
