@@ -77,3 +77,51 @@ def test_bad_files_are_clear_errors(tmp_path):
   with pytest.raises(UserError, match="unknown task family"):
     add_file_task("file_fam", "ranking", train=str(tmp_path / "bad.tsv"),
                   vocabulary=demo_tasks.VOCABULARY)
+
+
+def _read_all(task):
+  return [b for b in task.text_blocks("train", LENGTHS, block_size=16)]
+
+
+@pytest.mark.parametrize("family,classes,row,problem", [
+    ("classification", 2, {"label": 1}, r"no 'text_a' \(a classification row needs text_a, "
+                                        r"text_b \(optional\), label\)"),
+    ("classification", 2, {"text_a": "hi", "label": 2}, r"label 2 is outside 0..1 \(2 classes\)"),
+    ("classification", 2, {"text_a": "hi", "label": 0.5}, "label 0.5 is not an integer"),
+    ("classification", 2, {"text_a": "hi", "label": "pos"}, "label 'pos' is not a number"),
+    ("regression", 1, {"text_a": "hi", "label": None}, "no 'label'"),
+    ("multiple_choice", 3, {"context": "c", "choices": ["a", "b"], "label": 0},
+     "choices must be a list of 3 texts"),
+    ("multiple_choice", 2, {"context": "c", "choices": ["a", "b"], "label": 2},
+     r"label 2 is outside 0..1 \(2 choices\)"),
+    ("span", 1, {"question": "q", "context": "c", "answer_text": "a"}, "no 'answer_start'"),
+])
+def test_a_bad_jsonl_row_is_one_line_naming_file_line_and_field(tmp_path, family, classes, row,
+                                                                 problem):
+  good = {"classification": {"text_a": "fine", "label": 0},
+          "regression": {"text_a": "fine", "label": 0.5},
+          "multiple_choice": {"context": "c", "choices": ["a"] * classes, "label": 0},
+          "span": {"question": "q", "context": "c", "answer_start": 0, "answer_text": "c"}}
+  path = tmp_path / "train.jsonl"
+  path.write_text(json.dumps(good[family]) + "\n\n" + json.dumps(row) + "\n")
+  task = add_file_task(f"file_bad_{family}", family, num_classes=classes, train=str(path),
+                       vocabulary=demo_tasks.VOCABULARY)
+  with pytest.raises(UserError, match=f"^{path}, line 3: {problem}.*; fix or remove the row$"):
+    _read_all(task)
+  seqio.TaskRegistry.remove(task.name)
+
+
+def test_tsv_rows_short_of_columns_and_files_with_their_own_column_order(tmp_path):
+  (tmp_path / "a.tsv").write_text("text_a\tlabel\nfirst\t1\n")
+  (tmp_path / "b.tsv").write_text("label\tother\ttext_a\n0\tx\tsecond\n\n1\ty\tthird\n")
+  task = add_file_task("file_tsv_orders", "classification", num_classes=2,
+                       train=str(tmp_path / "*.tsv"), vocabulary=demo_tasks.VOCABULARY)
+  assert task.info.train_size == 3
+  (block,) = _read_all(task)
+  assert block["text_a"].tolist() == ["first", "second", "third"]
+  assert block["label"].tolist() == [1, 0, 1] and block["text_b"].tolist() == [""] * 3
+  (tmp_path / "b.tsv").write_text("label\tother\ttext_a\n0\tx\n")
+  with pytest.raises(UserError, match=r"b.tsv, line 2: 2 tab-separated fields, the header "
+                                      r"names 3; fix or remove the row"):
+    _read_all(task)
+  seqio.TaskRegistry.remove(task.name)

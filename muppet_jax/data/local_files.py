@@ -11,32 +11,28 @@ Columns (TSV: a header row naming them, tab-separated, no quoting; JSONL: one ob
   multiple_choice  context, choices (JSONL: a list; TSV: choice_0 ... choice_{k-1}), label
   span             question, context, answer_start (character offset), answer_text
   summarization    document, summary
+
+Blank lines are skipped. Files are parsed in Python (`records.PythonSource`), where a bad row is
+an error naming its file, line and field.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Sequence
+from typing import Any, Callable, Iterator, Sequence
 
-import numpy as np
-import seqio
 import tensorflow as tf
 
+from muppet_jax.data.preprocessors import TEXT_FIELDS
+from muppet_jax.data.records import PythonSource, Record
 from muppet_jax.data.task_info import MuppetTask, TaskInfo, add_task
 from muppet_jax.data.vocabulary import HFVocabulary
 from muppet_jax.errors import UserError
 from muppet_jax.families import check_family
 
-# family -> (column, dtype) of the text format; multiple choice adds its choices.
-_COLUMNS = {
-    "classification": [("text_a", tf.string), ("text_b", tf.string), ("label", tf.int64)],
-    "regression": [("text_a", tf.string), ("text_b", tf.string), ("label", tf.float32)],
-    "multiple_choice": [("context", tf.string), ("label", tf.int64)],
-    "span": [("question", tf.string), ("context", tf.string), ("answer_start", tf.int64),
-             ("answer_text", tf.string)],
-    "summarization": [("document", tf.string), ("summary", tf.string)],
-}
 _OPTIONAL = {"text_b": ""}
+# (path, line number, line, TSV column positions by name, or None for JSONL)
+Item = tuple[str, int, bytes, "dict[str, int] | None"]
 
 
 def _paths(spec: str | Sequence[str]) -> list[str]:
@@ -50,83 +46,96 @@ def _paths(spec: str | Sequence[str]) -> list[str]:
   return paths
 
 
-def _columns(family: str, num_choices: int) -> list[tuple[str, tf.DType]]:
-  columns = list(_COLUMNS[family])
-  if family == "multiple_choice":
-    columns += [(f"choice_{i}", tf.string) for i in range(num_choices)]
-  return columns
+def _file_columns(family: str, num_choices: int) -> list[str]:
+  """The columns of a family's TSV file (multiple choice: one per choice)."""
+  if family != "multiple_choice":
+    return list(TEXT_FIELDS[family])
+  return ["context", "label", *(f"choice_{i}" for i in range(num_choices))]
 
 
-def _tsv_columns(paths: list[str], columns) -> dict[str, int]:
-  """Column positions from the header of the first file; checked when the task is added."""
-  with tf.io.gfile.GFile(paths[0]) as f:
-    header = f.readline().rstrip("\n").split("\t")
-  missing = [c for c, _ in columns if c not in header and c not in _OPTIONAL]
+def _lines(path: str) -> Iterator[bytes]:
+  with (tf.io.gfile.GFile(path, "rb") if "://" in path else open(path, "rb")) as f:
+    yield from f
+
+
+def _first_line(path: str) -> bytes:
+  lines = _lines(path)
+  try:
+    return next(lines, b"")
+  finally:
+    lines.close()
+
+
+def _header(path: str, line: bytes, columns: list[str]) -> dict[str, int]:
+  names = line.decode("utf-8").rstrip("\r\n").split("\t")
+  missing = [c for c in columns if c not in names and c not in _OPTIONAL]
   if missing:
-    raise UserError(f"{paths[0]} has columns {header}; missing {missing}")
-  return {c: header.index(c) for c, _ in columns if c in header}
+    raise UserError(f"{path} has columns {names}; missing {missing}")
+  return {c: names.index(c) for c in columns if c in names}
 
 
-def _parse_tsv(paths: list[str], columns, index: dict[str, int]) -> tf.data.Dataset:
-  def parse(line):
-    fields = tf.strings.split(line, "\t")
-    ex = {}
-    for name, dtype in columns:
-      if name not in index:
-        ex[name] = tf.constant(_OPTIONAL[name])
-      elif dtype == tf.string:
-        ex[name] = fields[index[name]]
-      else:
-        ex[name] = tf.strings.to_number(fields[index[name]], dtype)
-    return ex
-
-  return tf.data.Dataset.from_tensor_slices(paths).flat_map(
-      lambda p: tf.data.TextLineDataset(p).skip(1)).map(parse)
+def _items(files: dict[str, list[str]], columns: list[str]) -> Callable[[str], Iterator[Item]]:
+  def items(split: str) -> Iterator[Item]:
+    for path in files[split]:
+      header = None
+      for number, line in enumerate(_lines(path), 1):
+        if path.endswith(".tsv") and number == 1:
+          header = _header(path, line, columns)
+        elif line.strip():
+          yield path, number, line, header
+  return items
 
 
-def _parse_jsonl(paths: list[str], columns) -> tf.data.Dataset:
-  names = [c for c, _ in columns]
+def _parser(family: str, num_classes: int) -> Callable[[Item], Record]:
+  """Rows to records in the family's text format; a bad row is a `UserError` naming it."""
+  fields = TEXT_FIELDS[family]
+  needs = ", ".join(f"{f} (optional)" if f in _OPTIONAL else f for f in fields)
 
-  def parse_line(line: bytes) -> tuple:
-    obj = json.loads(line)
-    if "choices" in obj:
-      obj.update({f"choice_{i}": c for i, c in enumerate(obj.pop("choices"))})
+  def value(row: dict[str, Any], field: str) -> Any:
+    if field == "choices" and "choices" not in row:  # TSV: one column per choice.
+      return [value(row, f"choice_{i}") for i in range(num_classes)]
+    x = row.get(field, _OPTIONAL.get(field))
+    if x is None:
+      raise ValueError(f"no {field!r} (a {family} row needs {needs})")
+    if field == "choices":
+      if not isinstance(x, list) or len(x) != num_classes:
+        raise ValueError(f"choices must be a list of {num_classes} texts, got {x!r:.80}")
+      return [value({"choice": c}, "choice") for c in x]
+    if field in ("label", "answer_start"):
+      try:
+        number = float(x)
+      except (TypeError, ValueError):
+        raise ValueError(f"{field} {x!r} is not a number") from None
+      if family == "regression":
+        return number
+      if not number.is_integer():
+        raise ValueError(f"{field} {x!r} is not an integer")
+      if field == "label" and not 0 <= number < num_classes:
+        raise ValueError(f"label {x!r} is outside 0..{num_classes - 1} ({num_classes} "
+                         f"{'choices' if family == 'multiple_choice' else 'classes'})")
+      return int(number)
+    if not isinstance(x, (str, int, float)):
+      raise ValueError(f"{field} must be a text, got {x!r:.80}")
+    return str(x)
+
+  def parse(item: Item) -> Record:
+    path, number, line, header = item
     try:
-      return tuple(np.asarray(obj.get(n, _OPTIONAL.get(n)), dtype=d.as_numpy_dtype)
-                   if d != tf.string else str(obj.get(n, _OPTIONAL.get(n))).encode()
-                   for n, d in columns)
-    except (TypeError, ValueError) as e:
-      raise ValueError(f"bad line {line[:80]!r}: needs fields {names} ({e})") from e
+      if header is None:
+        row = json.loads(line)
+        if not isinstance(row, dict):
+          raise ValueError(f"expected a JSON object, got {line[:80]!r}")
+      else:
+        cells = line.decode("utf-8").rstrip("\r\n").split("\t")
+        if len(cells) <= max(header.values()):
+          raise ValueError(f"{len(cells)} tab-separated fields, the header names "
+                           f"{max(header.values()) + 1}")
+        row = {name: cells[i] for name, i in header.items()}
+      return {field: value(row, field) for field in fields}
+    except (ValueError, UnicodeDecodeError) as e:  # json's errors are ValueErrors too.
+      raise UserError(f"{path}, line {number}: {e}; fix or remove the row") from None
 
-  def parse_lines(lines: np.ndarray) -> list[np.ndarray]:
-    rows = [parse_line(line) for line in lines]
-    return [np.asarray([r[i] for r in rows], d.as_numpy_dtype if d != tf.string else object)
-            for i, (_, d) in enumerate(columns)]
-
-  def parse(lines):  # A batch of lines per Python call: one call per line costs far more.
-    values = tf.numpy_function(parse_lines, [lines], [d for _, d in columns], stateful=False)
-    return {n: tf.ensure_shape(v, [None]) for n, v in zip(names, values)}
-
-  return tf.data.Dataset.from_tensor_slices(paths).flat_map(
-      tf.data.TextLineDataset).filter(
-          lambda line: tf.strings.length(tf.strings.strip(line)) > 0).batch(256).map(
-              parse).unbatch()
-
-
-def _stack_choices(num_choices: int):
-  def formatter(dataset: tf.data.Dataset) -> tf.data.Dataset:
-    return dataset.map(lambda ex: {
-        "context": ex["context"], "label": ex["label"],
-        "choices": tf.stack([ex[f"choice_{i}"] for i in range(num_choices)])})
-  return formatter
-
-
-def _count_lines(paths: list[str]) -> int:
-  total = 0
-  for path in paths:
-    with tf.io.gfile.GFile(path) as f:
-      total += sum(1 for line in f if line.strip())
-  return total - (len(paths) if paths[0].endswith(".tsv") else 0)
+  return parse
 
 
 def add_file_task(name: str, family: str, *, train: str | Sequence[str],
@@ -142,20 +151,14 @@ def add_file_task(name: str, family: str, *, train: str | Sequence[str],
   files = {"train": _paths(train)}
   if validation is not None:
     files["validation"] = _paths(validation)
-  columns = _columns(family, num_classes)
-  jsonl = files["train"][0].endswith(".jsonl")
-  tsv_index = {} if jsonl else {split: _tsv_columns(paths, columns)
-                                for split, paths in files.items()}
-
-  def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
-    del shuffle_files, seed  # File order is kept; seqio shuffles examples.
-    if jsonl:
-      return _parse_jsonl(files[split], columns)
-    return _parse_tsv(files[split], columns, tsv_index[split])
-
-  source = seqio.FunctionDataSource(dataset_fn, splits=list(files))
-  formatter = _stack_choices(num_classes) if family == "multiple_choice" else (lambda ds: ds)
-  info = TaskInfo(family, num_classes,
-                  train_size if train_size is not None else _count_lines(files["train"]),
+  columns = _file_columns(family, num_classes)
+  for path in (p for paths in files.values() for p in paths if p.endswith(".tsv")):
+    _header(path, _first_line(path), columns)
+  items = _items(files, columns)
+  source = PythonSource(items, family, list(files), num_choices=num_classes,
+                        parse=_parser(family, num_classes))
+  if train_size is None:
+    train_size = sum(1 for _ in items("train"))
+  info = TaskInfo(family, num_classes, train_size,
                   description=description or f"local files {files['train'][0]}")
-  return add_task(name, source, formatter, info, vocabulary)
+  return add_task(name, source, None, info, vocabulary)

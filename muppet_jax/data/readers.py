@@ -27,7 +27,7 @@ Position = tuple[int, int, int]  # (epoch, block, examples taken from the block)
 
 
 class LiveSource:
-  """Blocks of a split's records, formatted by tf.data and tokenized by the Rust tokenizer."""
+  """Blocks of a split's records (`MuppetTask.text_blocks`), tokenized by the Rust tokenizer."""
 
   cached = False
 
@@ -35,17 +35,13 @@ class LiveSource:
                shard: seqio.ShardInfo, block_size: int):
     self.task, self.split, self.lengths = task, split, dict(lengths)
     self.shard, self.block_size = shard, block_size
-    self._records: tf.data.Dataset | None = None
 
   def blocks(self, start: int) -> Iterator[Examples]:
     """Blocks start, start + 1, ... to the end of the split."""
-    if self._records is None:  # Built once: tracing the formatters costs ~0.1 s a task.
-      self._records = self.task.text_dataset(self.split, self.lengths)
-      if self.shard.num_shards > 1:
-        self._records = self._records.shard(self.shard.num_shards, self.shard.index)
-    dataset = self._records.skip(start * self.block_size).batch(self.block_size).prefetch(1)
+    records = self.task.text_blocks(
+        self.split, self.lengths, block_size=self.block_size, step=self.shard.num_shards,
+        start=self.shard.index + self.shard.num_shards * start * self.block_size)
     encode = encoding.ENCODERS[self.task.info.family]
-    records = dataset.as_numpy_iterator()
     while True:
       try:
         columns = next(records)

@@ -31,7 +31,7 @@ import numpy as np
 import seqio
 from etils import epath
 
-from muppet_jax.data import encoding
+from muppet_jax.data import encoding, records
 from muppet_jax.data.encoding import Examples
 from muppet_jax.data.task_info import MuppetTask
 from muppet_jax.errors import UserError
@@ -71,6 +71,8 @@ def _describe(x: Any, depth: int = 0) -> str:
     return f"{x.__module__}.{x.__qualname__}#{code}({d(cells)}, {d(x.__defaults__)})"
   if isinstance(x, seqio.TfdsDataSource):
     return f"tfds({x.tfds_dataset.name}, {d(dict(x.splits))})"
+  if isinstance(x, records.PythonSource):
+    return f"python_source({d(x.items)}, {d(x.parse)})"
   if isinstance(x, seqio.FunctionDataSource):
     inner = getattr(x, "sources", None)
     return f"function_source({d(x._dataset_fn)}, {d(inner)})"  # noqa: SLF001
@@ -249,10 +251,10 @@ def build_split(task: MuppetTask, split: str, lengths: Mapping[str, int],
   while True:
     status = shard_status(directory, shard)
     if status is None:
-      dataset = task.text_dataset(split, lengths).skip(shard * records_per_shard).take(
-          records_per_shard).batch(block_size).prefetch(1)
       blocks = []
-      for columns in dataset.as_numpy_iterator():
+      for columns in task.text_blocks(split, lengths, block_size=block_size,
+                                      start=shard * records_per_shard,
+                                      stop=(shard + 1) * records_per_shard):
         blocks.append(encode(task.vocabulary, columns, lengths))
         if on_records:
           on_records(len(blocks[-1].per_record))
