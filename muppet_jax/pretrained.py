@@ -23,8 +23,8 @@ from muppet_jax.models.config import (BartConfig, EncoderConfig, ModelConfig, co
                                       config_from_hf, runtime_for)
 
 # The run config's `model` keys that apply to any start (pretrained or random).
-RUNTIME_KEYS = ("dtype", "param_dtype", "attention_impl", "hidden_dropout", "attention_dropout",
-                "activation_dropout")
+RUNTIME_KEYS = ("dtype", "param_dtype", "attention_impl", "remat", "hidden_dropout",
+                "attention_dropout", "activation_dropout")
 
 
 @dataclasses.dataclass

@@ -143,9 +143,11 @@ class Bart(nn.Module):
                            param_dtype=cfg.weights_dtype,
                            embedding_init=layers.normal(cfg.initializer_range, "vocab", "embed"))
     self.encoder_embeddings = _Embedder(cfg)
-    self.encoder_layers = [EncoderLayer(cfg) for _ in range(cfg.encoder_layers)]
+    encoder_layer = layers.remat(EncoderLayer, cfg.remat, deterministic_arg=3)
+    self.encoder_layers = [encoder_layer(cfg) for _ in range(cfg.encoder_layers)]
     self.decoder_embeddings = _Embedder(cfg)
-    self.decoder_layers = [DecoderLayer(cfg) for _ in range(cfg.decoder_layers)]
+    decoder_layer = layers.remat(DecoderLayer, cfg.remat, deterministic_arg=5)
+    self.decoder_layers = [decoder_layer(cfg) for _ in range(cfg.decoder_layers)]
     # A buffer in Hugging Face (zeros in the published checkpoints), carried for export.
     self.final_logits_bias = self.param("final_logits_bias", layers.zeros(None, "vocab"),
                                         (1, cfg.vocab_size), cfg.weights_dtype)

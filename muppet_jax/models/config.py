@@ -15,6 +15,9 @@ from muppet_jax.errors import UserError
 ROBERTA_FAMILY = ("roberta", "xlm-roberta")
 SUPPORTED_MODEL_TYPES = ROBERTA_FAMILY + ("bert",)
 ATTENTION_IMPLS = ("xla", "dot_product")
+# Rematerialization of each transformer layer in the backward pass: "none" keeps every
+# activation, "full" keeps only the layer's input, "save_dots" keeps the matmul outputs.
+REMAT_POLICIES = ("none", "full", "save_dots")
 DTYPES = ("float32", "bfloat16", "float16")
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
 
@@ -33,6 +36,7 @@ class _ConfigMethods:
           f"param_dtype={self.param_dtype!r}; choose one of {DTYPES}")
     check(self.attention_impl in ATTENTION_IMPLS,
           f"attention_impl={self.attention_impl!r}; choose one of {ATTENTION_IMPLS}")
+    check(self.remat in REMAT_POLICIES, f"remat={self.remat!r}; choose one of {REMAT_POLICIES}")
     check(self.hidden_act in ACTIVATIONS,
           f"hidden_act={self.hidden_act!r} is not supported; supported: {ACTIVATIONS}")
 
@@ -87,6 +91,7 @@ class EncoderConfig(_ConfigMethods):
   # "xla": attention written out in jnp (CPU/TPU). "dot_product": jax.nn.dot_product_attention,
   # which runs cuDNN flash attention on NVIDIA GPUs (and XLA elsewhere).
   attention_impl: str = "xla"
+  remat: str = "none"  # One of REMAT_POLICIES.
 
   def __post_init__(self):
     self._check(self.model_type in SUPPORTED_MODEL_TYPES,
@@ -205,6 +210,7 @@ class BartConfig(_ConfigMethods):
   attention_dropout: float = 0.0
   activation_dropout: float = 0.0
   attention_impl: str = "xla"
+  remat: str = "none"  # One of REMAT_POLICIES.
 
   # BART learns positions 0..max_position_embeddings-1 at rows 2.. of its table.
   position_offset = 2

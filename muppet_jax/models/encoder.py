@@ -86,7 +86,8 @@ class Encoder(nn.Module):
 
   def setup(self):
     self.embeddings = Embeddings(self.config)
-    self.layers = [EncoderLayer(self.config) for _ in range(self.config.num_layers)]
+    layer = layers.remat(EncoderLayer, self.config.remat, deterministic_arg=3)
+    self.layers = [layer(self.config) for _ in range(self.config.num_layers)]
 
   def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None,
                segment_ids: jax.Array | None = None, token_type_ids: jax.Array | None = None,

@@ -130,6 +130,21 @@ class FeedForward(nn.Module):
     return dense(cfg, cfg.hidden_size, ("mlp", "embed"), self.names[1])(h)
 
 
+_REMAT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "save_dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def remat(layer: type[nn.Module], policy: str, deterministic_arg: int) -> type[nn.Module]:
+  """`layer` recomputed in the backward pass as `policy` (`config.REMAT_POLICIES`) says;
+  its `deterministic` flag, argument `deterministic_arg` of `__call__` (self is 0), is static.
+  Parameter names and values are unchanged."""
+  if policy == "none":
+    return layer
+  return nn.remat(layer, policy=_REMAT_POLICIES[policy], static_argnums=(deterministic_arg,))
+
+
 def init_variables(model: nn.Module, rng: jax.Array) -> dict:
   """The boxed (logically annotated) variables of a model with an argument-free `initialize`
   method, which creates every parameter from dummy inputs (shapes don't depend on them)."""
