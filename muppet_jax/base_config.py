@@ -30,6 +30,9 @@ def base_config() -> ml_collections.ConfigDict:
       cache_dir=""))
   c.loss_scaling = True  # Divide each example's loss by log n of its task.
   c.label_smoothing = 0.1  # Of the summaries' cross-entropy.
+  # Summary positions whose LM logits ([rows, positions, vocab], float32) exist at once in the
+  # loss; 0: all of them (the memory of a 50k vocabulary times every target token).
+  c.lm_loss_chunk = 16
   # R3F: loss + weight * symmetric KL between clean and embedding-noised outputs (0: off).
   c.r3f = ml_collections.ConfigDict(dict(weight=0.0, noise_type="uniform", eps=1e-5))
   c.optimizer = ml_collections.ConfigDict(dict(

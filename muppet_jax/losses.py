@@ -12,14 +12,16 @@ not per choice).
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Mapping, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, NamedTuple, Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from muppet_jax.errors import UserError
 from muppet_jax.families import FAMILIES
-from muppet_jax.models.heads import HeadOutputs
+from muppet_jax.models.heads import HeadOutputs, LMHeadInputs
 
 if TYPE_CHECKING:  # The loss doesn't need seqio/TensorFlow (e.g. on accelerator benchmarks).
   from muppet_jax.data.task_info import MuppetTask
@@ -34,17 +36,22 @@ class TaskTable:
   num_classes: tuple[int, ...]
   divisors: tuple[float, ...]  # log n, or 1 where scaling is off.
   label_smoothing: float = 0.1  # Of the summaries' cross-entropy (fairseq's default for BART).
+  lm_chunk: int = 16  # Target positions whose LM logits are made at once (0: all).
 
   @classmethod
   def build(cls, tasks: Sequence[MuppetTask], max_length: int, vocab_size: int,
-            scale_losses: bool = True, label_smoothing: float = 0.1) -> TaskTable:
+            scale_losses: bool = True, label_smoothing: float = 0.1,
+            lm_chunk: int = 16) -> TaskTable:
+    if lm_chunk < 0:
+      raise UserError(f"lm_loss_chunk={lm_chunk}; give a number of summary positions, or 0 "
+                      "for all at once")
     return cls(
         names=tuple(t.name for t in tasks),
         families=tuple(FAMILIES.index(t.info.family) for t in tasks),
         num_classes=tuple(t.info.num_classes for t in tasks),
         divisors=tuple(t.info.loss_divisor(max_length, vocab_size) if scale_losses else 1.0
                        for t in tasks),
-        label_smoothing=label_smoothing)
+        label_smoothing=label_smoothing, lm_chunk=lm_chunk)
 
 
 def _cross_entropy(logits: jax.Array, label: jax.Array) -> jax.Array:
@@ -86,14 +93,46 @@ def target_segment_mean(per_token: jax.Array, target_segment_ids: jax.Array,
   return total / jnp.maximum(member.sum(axis=1), 1.0)
 
 
-def _summary_losses(lm_logits: jax.Array | None, batch: Mapping[str, jax.Array],
-                    num_segments: int, smoothing: float) -> jax.Array:
+def over_target_chunks(fn: Callable[..., jax.Array], arrays: Sequence[jax.Array],
+                       chunk: int) -> jax.Array:
+  """fn over `chunk` target positions at a time: `arrays` are [B, T, ...], `fn` maps their
+  [B, chunk, ...] slices to [B, chunk]; the result is [B, T]. Each chunk is recomputed in the
+  backward pass, so LM logits made inside `fn` exist for one chunk at a time, never
+  [B, T, vocab] at once. `chunk` 0 (or >= T): one call over everything."""
+  rows, length = arrays[0].shape[:2]
+  if not chunk or chunk >= length:
+    return fn(*arrays)
+  pad = -length % chunk
+  n = (length + pad) // chunk
+
+  def split(x):  # [B, T, ...] -> [n, B, chunk, ...]: chunks along T; rows keep their sharding.
+    x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
+    return jnp.moveaxis(x.reshape(rows, n, chunk, *x.shape[2:]), 1, 0)
+
+  out = jax.lax.map(jax.checkpoint(lambda xs: fn(*xs)), [split(x) for x in arrays])
+  return jnp.moveaxis(out, 0, 1).reshape(rows, n * chunk)[:, :length]
+
+
+def lm_log_probs(lm: LMHeadInputs, hidden: jax.Array) -> jax.Array:
+  """float32 log-softmax of the LM head over states [B, t, D], the vocabulary sharded like the
+  logits of the whole head."""
+  logits = nn.with_logical_constraint(
+      lm.logits(hidden), ("activation_batch", "activation_length", "activation_vocab"))
+  return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+
+
+def _summary_losses(lm: LMHeadInputs | None, batch: Mapping[str, jax.Array],
+                    num_segments: int, smoothing: float, chunk: int) -> jax.Array:
   """Per segment: label-smoothed cross-entropy averaged over the summary's tokens."""
-  if lm_logits is None:
+  if lm is None:
     return jnp.zeros(batch["seg_task"].shape, jnp.float32)
-  log_probs = jax.nn.log_softmax(lm_logits.astype(jnp.float32), axis=-1)
-  nll = -jnp.take_along_axis(log_probs, batch["target_ids"][..., None], axis=-1)[..., 0]
-  per_token = (1.0 - smoothing) * nll - smoothing * log_probs.mean(axis=-1)
+
+  def per_token(hidden, targets):
+    log_probs = lm_log_probs(lm, hidden)
+    nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+    return (1.0 - smoothing) * nll - smoothing * log_probs.mean(axis=-1)
+
+  per_token = over_target_chunks(per_token, [lm.hidden, batch["target_ids"]], chunk)
   return target_segment_mean(per_token, batch["target_segment_ids"], num_segments)
 
 
@@ -148,7 +187,8 @@ def per_example_losses(outputs: HeadOutputs, batch: Mapping[str, jax.Array], tab
   span_logits = outputs.span_logits.astype(jnp.float32)
   span = 0.5 * (_cross_entropy(span_logits[..., 0], batch["seg_span"][..., 0]) +
                 _cross_entropy(span_logits[..., 1], batch["seg_span"][..., 1]))
-  summary = _summary_losses(outputs.lm_logits, batch, segs.task.shape[1], table.label_smoothing)
+  summary = _summary_losses(outputs.lm, batch, segs.task.shape[1], table.label_smoothing,
+                            table.lm_chunk)
   loss = scaled_per_example([classification, regression, choice, span, summary], segs, table)
   return loss, segs.is_example, segs.family
 

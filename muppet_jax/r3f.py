@@ -46,11 +46,14 @@ def sample_noise(rng: jax.Array, shape: tuple[int, ...], noise_type: str, eps: f
   raise UserError(f"r3f.noise_type={noise_type!r}; choose one of {NOISE_TYPES}")
 
 
-def _symmetric_kl(logits_p: jax.Array, logits_q: jax.Array) -> jax.Array:
+def _symmetric_kl_of_log_probs(log_p: jax.Array, log_q: jax.Array) -> jax.Array:
   """KL(p||q) + KL(q||p) = sum (p - q)(log p - log q) over the last axis."""
-  log_p = jax.nn.log_softmax(logits_p.astype(jnp.float32), axis=-1)
-  log_q = jax.nn.log_softmax(logits_q.astype(jnp.float32), axis=-1)
   return jnp.sum((jnp.exp(log_p) - jnp.exp(log_q)) * (log_p - log_q), axis=-1)
+
+
+def _symmetric_kl(logits_p: jax.Array, logits_q: jax.Array) -> jax.Array:
+  return _symmetric_kl_of_log_probs(jax.nn.log_softmax(logits_p.astype(jnp.float32), axis=-1),
+                                    jax.nn.log_softmax(logits_q.astype(jnp.float32), axis=-1))
 
 
 def per_example_penalty(clean: HeadOutputs, noised: HeadOutputs, batch: Mapping[str, jax.Array],
@@ -71,9 +74,15 @@ def per_example_penalty(clean: HeadOutputs, noised: HeadOutputs, batch: Mapping[
   span = 0.5 * (_symmetric_kl(clean.span_logits[..., 0], noised.span_logits[..., 0]) +
                 _symmetric_kl(clean.span_logits[..., 1], noised.span_logits[..., 1]))
   summary = jnp.zeros_like(classification)
-  if clean.lm_logits is not None:
-    summary = losses.target_segment_mean(_symmetric_kl(clean.lm_logits, noised.lm_logits),
-                                         batch["target_segment_ids"], segs.task.shape[1])
+  if clean.lm is not None:
+    def per_token(clean_hidden, noised_hidden):  # The LM head's logits a chunk at a time.
+      return _symmetric_kl_of_log_probs(losses.lm_log_probs(clean.lm, clean_hidden),
+                                        losses.lm_log_probs(noised.lm, noised_hidden))
+
+    per_token = losses.over_target_chunks(per_token, [clean.lm.hidden, noised.lm.hidden],
+                                          table.lm_chunk)
+    summary = losses.target_segment_mean(per_token, batch["target_segment_ids"],
+                                         segs.task.shape[1])
   penalty = losses.scaled_per_example([classification, regression, choice, span, summary], segs,
                                       table)
   return penalty, segs.is_example

@@ -43,7 +43,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   # ------------------------------------------------------------ Model, loss and optimizer ---
   model = multitask.build(start.config, stream.layout)
   table = losses.TaskTable.build(stream.tasks, config.data.max_length, start.config.vocab_size,
-                                 config.loss_scaling, config.label_smoothing)
+                                 config.loss_scaling, config.label_smoothing,
+                                 config.lm_loss_chunk)
   tx = trainer.optimizer(config)
   metadata = start.metadata(stream.layout, stream.task_heads)
 

@@ -151,8 +151,8 @@ def compile_train_step(train_step: Callable, abstract: TrainState,
 
 
 def make_eval_step(model: nn.Module) -> Callable[[Any, Batch], HeadOutputs]:
-  """Head outputs for evaluation; the LM logits are dropped (summaries are evaluated by
-  generation), so no [batch, targets, vocab] array goes back to the host."""
+  """Head outputs for evaluation; the LM head's inputs are dropped (summaries are evaluated by
+  generation), so no decoder states go back to the host."""
   def eval_step(params: Any, batch: Batch) -> HeadOutputs:
-    return forward(model, params, batch, deterministic=True).replace(lm_logits=None)
+    return forward(model, params, batch, deterministic=True).replace(lm=None)
   return eval_step

@@ -13,7 +13,7 @@ from muppet_jax import losses, trainer
 from muppet_jax.data import mixing
 from muppet_jax.data.batching import MixtureStream, StreamConfig
 from muppet_jax.models import EncoderConfig
-from muppet_jax.models.heads import HeadOutputs
+from muppet_jax.models.heads import HeadOutputs, LMHeadInputs
 from muppet_jax.models.layers import init_variables
 from muppet_jax.models.multitask import MultiTaskEncoder
 
@@ -134,19 +134,22 @@ def test_heterogeneous_batch_loss_is_the_sum_of_its_tasks_losses():
   assert sum(p["loss_sum"] for p in parts) == pytest.approx(float(full["loss_sum"]), rel=1e-5)
 
 
-def test_summary_loss_is_label_smoothed_cross_entropy_over_its_tokens():
+@pytest.mark.parametrize("chunk", [0, 2, 5])
+def test_summary_loss_is_label_smoothed_cross_entropy_over_its_tokens(chunk):
   rng = np.random.default_rng(0)
-  V, eps = 7, 0.1
-  lm_logits = rng.normal(size=(1, 5, V)).astype(np.float32)
+  V, D, eps = 7, 3, 0.1
+  hidden, embedding, bias = (rng.normal(size=s).astype(np.float32) for s in ((1, 5, D), (V, D),
+                                                                             (V,)))
+  lm_logits = hidden @ embedding.T + bias
   batch = {"seg_task": np.array([[0, 0, -1]]), "seg_label": np.full((1, 3), -1),
            "seg_score": np.zeros((1, 3), np.float32), "seg_example": np.array([[0, 1, -1]]),
            "seg_choice": np.zeros((1, 3), np.int64), "seg_span": np.full((1, 3, 2), -1),
            "target_ids": np.array([[3, 1, 4, 1, 5]]),
            "target_segment_ids": np.array([[1, 1, 2, 2, 0]])}
   outputs = HeadOutputs(jnp.zeros((1, 3, 2)), jnp.zeros((1, 3)), jnp.zeros((1, 3, 4, 2)),
-                        jnp.asarray(lm_logits))
+                        LMHeadInputs(*map(jnp.asarray, (hidden, embedding, bias))))
   table = losses.TaskTable(("sum",), (losses.FAMILIES.index("summarization"),), (1,),
-                           (math.log(V),), label_smoothing=eps)
+                           (math.log(V),), label_smoothing=eps, lm_chunk=chunk)
   loss, is_example, _ = losses.per_example_losses(outputs, batch, table)
 
   def token(t):
@@ -156,6 +159,6 @@ def test_summary_loss_is_label_smoothed_cross_entropy_over_its_tokens():
   expected = [(token(0) + token(1)) / 2 / math.log(V), (token(2) + token(3)) / 2 / math.log(V)]
   np.testing.assert_allclose(np.asarray(loss)[0, :2], expected, rtol=1e-5)
   np.testing.assert_array_equal(is_example[0], [1, 1, 0])
-  uniform = outputs.replace(lm_logits=jnp.zeros_like(outputs.lm_logits))
+  uniform = outputs.replace(lm=LMHeadInputs(outputs.lm.hidden, jnp.zeros((V, D)), jnp.zeros(V)))
   np.testing.assert_allclose(np.asarray(losses.per_example_losses(uniform, batch, table)[0])[0, :2],
                              1.0, rtol=1e-6)

@@ -11,7 +11,7 @@ import pytest
 from muppet_jax import losses, r3f, trainer
 from muppet_jax.data.batching import MixtureStream, StreamConfig
 from muppet_jax.models.config import BartConfig, EncoderConfig
-from muppet_jax.models.heads import HeadOutputs
+from muppet_jax.models.heads import HeadOutputs, LMHeadInputs
 from muppet_jax.models.layers import init_variables
 from muppet_jax.models.multitask import build
 from muppet_jax.state import TrainState
@@ -30,23 +30,29 @@ def _symmetric_kl(a, b):
 def test_penalty_per_family_matches_numpy():
   L, V = 6, 11
   table = losses.TaskTable(("cls", "reg", "mc", "span", "sum"), (0, 1, 2, 3, 4), (3, 1, 2, 1, 1),
-                           (math.log(3), 1.0, math.log(2), math.log(L), math.log(V)))
+                           (math.log(3), 1.0, math.log(2), math.log(L), math.log(V)),
+                           lm_chunk=3)  # Two chunks over the 4 target positions, one padded.
   batch = {"seg_task": np.array([[0, 1, 2, 2, 3, 4]]),
            "seg_example": np.array([[0, 1, 2, 2, 3, 4]]),
            "seg_choice": np.array([[0, 0, 0, 1, 0, 0]]),
            "seg_label": np.array([[1, -1, 0, 0, -1, -1]]),
            "target_segment_ids": np.array([[6, 6, 6, 0]])}
 
+  embedding, bias = (jnp.asarray(np.random.default_rng(0).normal(size=s), jnp.float32)
+                     for s in ((V, 3), (V,)))
+
   def outputs(seed):
     g = np.random.default_rng(seed)
     return HeadOutputs(jnp.asarray(g.normal(size=(1, 6, 4)), jnp.float32),
                        jnp.asarray(g.normal(size=(1, 6)), jnp.float32),
                        jnp.asarray(g.normal(size=(1, 6, L, 2)), jnp.float32),
-                       jnp.asarray(g.normal(size=(1, 4, V)), jnp.float32))
+                       LMHeadInputs(jnp.asarray(g.normal(size=(1, 4, 3)), jnp.float32),
+                                    embedding, bias))
 
   a, b = outputs(1), outputs(2)
   got, is_example = r3f.per_example_penalty(a, b, batch, table)
   na, nb = jax.tree.map(np.asarray, (a, b))
+  lm_a, lm_b = (n.lm.hidden @ n.lm.embedding.T + n.lm.bias for n in (na, nb))
   expected = [
       _symmetric_kl(na.class_logits[0, 0, :3], nb.class_logits[0, 0, :3]) / math.log(3),
       (na.class_logits[0, 1, 0] - nb.class_logits[0, 1, 0]) ** 2,
@@ -54,7 +60,7 @@ def test_penalty_per_family_matches_numpy():
       0.0,  # Second choice: the example is counted on its first.
       0.5 * (_symmetric_kl(na.span_logits[0, 4, :, 0], nb.span_logits[0, 4, :, 0]) +
              _symmetric_kl(na.span_logits[0, 4, :, 1], nb.span_logits[0, 4, :, 1])) / math.log(L),
-      np.mean([_symmetric_kl(na.lm_logits[0, t], nb.lm_logits[0, t]) for t in range(3)])
+      np.mean([_symmetric_kl(lm_a[0, t], lm_b[0, t]) for t in range(3)])
       / math.log(V),
   ]
   np.testing.assert_allclose(np.asarray(got)[0], expected, rtol=1e-5, atol=1e-7)

@@ -40,7 +40,7 @@ def _grad_fn(setup, policy):
     return sums["loss_sum"] / sums["count"]
   params = jax.tree.map(lambda x: x.unbox(), init_variables(model, jax.random.key(0)),
                         is_leaf=lambda x: hasattr(x, "unbox"))["params"]
-  return jax.grad(loss), params
+  return jax.jit(jax.grad(loss)), params
 
 
 @pytest.mark.parametrize("policy", ["full", "save_dots"])
@@ -55,8 +55,10 @@ def test_remat_keeps_parameters_and_gradients(setup, policy):
   assert norm > 0
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * norm)
-  # The layers are recomputed: the gradient's program holds a rematerialized block per layer.
-  jaxpr = str(jax.make_jaxpr(remat_grad)(params))
-  plain = str(jax.make_jaxpr(grad)(params))
-  assert "checkpoint" in jaxpr or "remat" in jaxpr
-  assert "checkpoint" not in plain and "remat" not in plain
+  # The layers are recomputed: the gradient's program holds a rematerialized block per layer
+  # (beyond the LM loss's chunks, which BART's has either way).
+  config = setup[0]
+  layers = getattr(config, "num_layers", 0) + getattr(config, "encoder_layers", 0) + getattr(
+      config, "decoder_layers", 0)
+  blocks = [str(jax.make_jaxpr(g)(params)).count("remat2[") for g in (remat_grad, grad)]
+  assert blocks[0] >= blocks[1] + layers

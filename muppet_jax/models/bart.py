@@ -23,6 +23,7 @@ import jax.numpy as jnp
 
 from muppet_jax.models import attention, layers
 from muppet_jax.models.config import BartConfig
+from muppet_jax.models.heads import LMHeadInputs
 
 Cache = dict[str, Any]  # Per layer: {"self": {"key", "value"}, "cross": {"key", "value"}}.
 
@@ -180,12 +181,13 @@ class Bart(nn.Module):
       x, _ = layer(x, encoder_hidden, self_mask, cross_mask, deterministic)
     return x
 
+  def lm_head(self, decoder_hidden: jax.Array) -> LMHeadInputs:
+    return LMHeadInputs(decoder_hidden, self.shared.embedding, self.final_logits_bias[0])
+
   def lm_logits(self, decoder_hidden: jax.Array) -> jax.Array:
-    embedding = self.shared.embedding.astype(decoder_hidden.dtype)
-    logits = jnp.einsum("btd,vd->btv", decoder_hidden, embedding)
-    logits = logits + self.final_logits_bias.astype(logits.dtype)
-    return nn.with_logical_constraint(
-        logits, ("activation_batch", "activation_length", "activation_vocab"))
+    return nn.with_logical_constraint(self.lm_head(decoder_hidden).logits(decoder_hidden),
+                                      ("activation_batch", "activation_length",
+                                       "activation_vocab"))
 
   def __call__(self, input_ids: jax.Array, decoder_ids: jax.Array,
                segment_ids: jax.Array | None = None, decoder_segment_ids: jax.Array | None = None,

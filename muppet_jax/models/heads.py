@@ -28,11 +28,26 @@ from muppet_jax.models.config import ModelConfig
 
 
 @flax.struct.dataclass
+class LMHeadInputs:
+  """What the tied LM head needs, not its [B, T, vocab] logits: the loss makes those a few
+  target positions at a time (`losses.over_target_chunks`), so they never exist whole."""
+
+  hidden: jax.Array  # [B, T, D]: the decoder's states over the target tokens.
+  embedding: jax.Array  # [vocab, D]: the tied token embeddings.
+  bias: jax.Array  # [vocab]
+
+  def logits(self, hidden: jax.Array) -> jax.Array:
+    """[..., D] states -> [..., vocab] logits, in the states' dtype."""
+    logits = jnp.einsum("...d,vd->...v", hidden, self.embedding.astype(hidden.dtype))
+    return logits + self.bias.astype(logits.dtype)
+
+
+@flax.struct.dataclass
 class HeadOutputs:
   class_logits: jax.Array  # [B, S, num_classes]: the segment's own classification head.
   choice_scores: jax.Array  # [B, S]: multiple-choice score of each segment (one per choice).
   span_logits: jax.Array  # [B, S, L, 2]: start/end logits of each segment over the row's tokens.
-  lm_logits: jax.Array | None = None  # [B, T, vocab] over the target tokens (BART).
+  lm: LMHeadInputs | None = None  # Over the target tokens (BART with summaries).
 
 
 class TaskHeads(nn.Module):

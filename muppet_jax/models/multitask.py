@@ -8,7 +8,7 @@ Both read a batch of the stream (`muppet_jax.data.batching`) and return `HeadOut
 - `MultiTaskBart`: BART, parameter paths those of `Bart` plus `heads/`. As in Hugging Face's
   BART task models, the decoder reads the input shifted right; heads pool the decoder's state at
   each segment's final `</s>`. Summaries (`target_ids`) run through the decoder a second time,
-  teacher-forced, into the LM head.
+  teacher-forced; the loss applies the LM head to those states a chunk at a time.
 
 `embedding_noise` ([B, L, D], or None) is added to the input token embeddings (R3F).
 """
@@ -84,7 +84,7 @@ class MultiTaskBart(Bart):
     decoder_ids = shift_right(batch["target_ids"], targets, cfg.decoder_start_token_id,
                               cfg.pad_token_id)
     summaries = self.decode(decoder_ids, targets, encoded, segments, deterministic)
-    return outputs.replace(lm_logits=self.lm_logits(summaries))
+    return outputs.replace(lm=self.lm_head(summaries))
 
   def initialize(self) -> HeadOutputs:
     """Creates every parameter (`layers.init_variables`)."""
