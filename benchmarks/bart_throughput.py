@@ -26,61 +26,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from muppet_jax import generation, losses, partitioning, progress, r3f, state, trainer
-from muppet_jax.families import HeadLayout
+import synthetic
+from muppet_jax import generation, partitioning, progress, r3f, state, trainer
 from muppet_jax.models import bart, multitask
 from muppet_jax.models.config import bart_config
 from muppet_jax.models.layers import init_variables
 
-# Synthetic tasks: (family index, classes, head kind) - three classification datasets, one
-# multiple-choice, one span and one summarization task.
-TASKS = [(0, 3, "classification"), (0, 2, "classification"), (1, 1, "classification"),
-         (2, 4, "multiple_choice"), (3, 1, "span"), (4, 1, "lm")]
-
-
-def synthetic_batch(rows: int, length: int, target_length: int, segments: int, vocab: int,
-                    seed: int = 0) -> dict[str, np.ndarray]:
-  """Rows packed with `segments` sequences each, cycling through TASKS; summaries' targets fill
-  the target rows."""
-  rng = np.random.default_rng(seed)
-  b = {k: np.full((rows, segments), -1, np.int32) for k in
-       ("seg_task", "seg_head", "seg_label", "seg_start", "seg_example", "seg_choice")}
-  b["seg_score"] = np.zeros((rows, segments), np.float32)
-  b["seg_span"] = np.full((rows, segments, 2), -1, np.int32)
-  b["input_ids"] = rng.integers(3, vocab, (rows, length)).astype(np.int32)
-  b["segment_ids"] = np.zeros((rows, length), np.int32)
-  b["target_ids"] = rng.integers(3, vocab, (rows, target_length)).astype(np.int32)
-  b["target_segment_ids"] = np.zeros((rows, target_length), np.int32)
-  seg_len = length // segments
-  example = 0
-  for r in range(rows):
-    for s in range(segments):
-      task = (r * segments + s) % len(TASKS)
-      family, classes, _ = TASKS[task]
-      start = s * seg_len
-      b["segment_ids"][r, start:start + seg_len] = s + 1
-      b["seg_task"][r, s], b["seg_head"][r, s], b["seg_start"][r, s] = task, task, start
-      b["seg_label"][r, s] = rng.integers(classes)
-      b["seg_example"][r, s], b["seg_choice"][r, s] = example, 0
-      if family == 3:
-        b["seg_span"][r, s] = [start + 2, start + 5]
-      if family == 4 and not b["target_segment_ids"][r].any():
-        b["target_segment_ids"][r, :] = s + 1  # One summary per row fills its target tokens.
-      example += 1
-  return b
-
-
-def _layout() -> HeadLayout:
-  return HeadLayout(tuple(f"task_{i}" for i in range(len(TASKS))),
-                    tuple(kind for _, _, kind in TASKS), max(c for _, c, _ in TASKS))
-
-
 def train(args: argparse.Namespace) -> None:
   config = bart_config(args.size, dtype=args.dtype, attention_impl=args.attention)
-  model = multitask.build(config, _layout())
-  table = losses.TaskTable(tuple(f"task_{i}" for i in range(len(TASKS))),
-                           tuple(f for f, _, _ in TASKS), tuple(c for _, c, _ in TASKS),
-                           tuple(float(np.log(max(c, 2))) for _, c, _ in TASKS))
+  model = multitask.build(config, synthetic.layout())
+  table = synthetic.task_table()
   tx = trainer.make_optimizer(1e-5, 10, 1000)
   mesh = partitioning.make_mesh({"fsdp": 1}, jax.devices()[:1])
   train_state = state.init_state(model, state.abstract_state(model, mesh, tx), jax.random.key(0),
@@ -88,8 +43,8 @@ def train(args: argparse.Namespace) -> None:
   regularizer = r3f.R3FConfig(1.0 if args.r3f else 0.0)
   step = jax.jit(trainer.make_train_step(model, tx, table, args.microbatches, 0, regularizer),
                  donate_argnums=0)
-  batch = jax.tree.map(jnp.asarray, synthetic_batch(args.batch, args.length, args.target_length,
-                                                    args.segments, config.vocab_size))
+  batch = jax.tree.map(jnp.asarray, synthetic.synthetic_batch(
+      args.batch, args.length, args.target_length, args.segments, config.vocab_size))
   compiled = step.lower(train_state, batch).compile()
   flops = progress.compiled_flops(compiled)
   memory = compiled.memory_analysis()

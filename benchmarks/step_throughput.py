@@ -1,0 +1,169 @@
+"""The real multi-task packed train step at real sizes, for each lever: MFU, compile time, memory.
+
+    python benchmarks/step_throughput.py [--sizes roberta-base,roberta-large,bart-base,bart-large]
+        [--levers all] [--rows 32] [--length 512] [--target-length 128] [--dtype bfloat16]
+        [--steps 10] [--run-on-cpu]
+
+Random weights; synthetic rows packed with 8 segments of a heterogeneous head mix (three
+classification heads, one of them regression, multiple choice, span, and for BART a summary
+filling each row's target tokens). For each size and lever setting it compiles
+`trainer.make_train_step` (AdamW update included) and prints the compile time, the compiled
+step's FLOPs (XLA's cost analysis) and temporaries; on an accelerator it then times the step:
+tokens/s, real tokens/s, TFLOP/s per device, MFU against the chip's peak
+(`progress.PEAK_FLOPS`) and peak memory. On CPU the step is not timed unless --run-on-cpu
+(a large model's step takes minutes there), and MFU is `nan`.
+
+Levers, cumulative from the baseline (`--levers` names a comma-separated subset, or `all`):
+  baseline      remat none, attention xla, LM logits whole (lm_loss_chunk 0)
+  chunked_lm    + the LM loss over chunks of 16 target positions (BART only)
+  dot_product   + jax.nn.dot_product_attention (cuDNN flash attention on NVIDIA GPUs; no
+                  attention dropout)
+  save_dots     + remat save_dots
+  remat_full    + remat full (instead of save_dots)
+
+The last line:
+
+  SUMMARY roberta_large_mfu=<x> bart_large_mfu=<y> compile_s=<z>
+
+with the best MFU over the measured levers (a fraction; nan without an accelerator or when the
+size wasn't run) and the baseline compile seconds of roberta-large (nan when not run). Needs
+neither seqio nor TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+
+import synthetic
+from muppet_jax import partitioning, progress, state, trainer
+from muppet_jax.models import multitask
+from muppet_jax.models.config import bart_config, roberta_config
+
+LEVERS = {
+    "baseline": dict(remat="none", attention_impl="xla", lm_chunk=0),
+    "chunked_lm": dict(lm_chunk=16),
+    "dot_product": dict(attention_impl="dot_product", attention_dropout=0.0),
+    "save_dots": dict(remat="save_dots"),
+    "remat_full": dict(remat="full"),
+}
+SEGMENTS = 8
+
+
+def settings(names: list[str], bart: bool) -> list[tuple[str, dict]]:
+  """The cumulative settings of `names`, in LEVERS order; chunked_lm only for BART."""
+  current, out = {}, []
+  for name, change in LEVERS.items():
+    if name == "chunked_lm" and not bart:
+      continue
+    current = {**current, **change}
+    if name in names:
+      out.append((name, dict(current)))
+  return out
+
+
+def measure(size: str, setting: dict, args: argparse.Namespace, accelerator: bool) -> dict:
+  """Compiles (and on an accelerator times) the step of `size` under `setting`."""
+  family, scale = size.split("-")
+  bart = family == "bart"
+  model_changes = {k: v for k, v in setting.items() if k != "lm_chunk"}
+  make = bart_config if bart else roberta_config
+  config = make(scale, dtype=args.dtype, **model_changes)
+  tasks = synthetic.TASKS if bart else synthetic.ENCODER_TASKS
+  model = multitask.build(config, synthetic.layout(tasks))
+  table = synthetic.task_table(tasks, lm_chunk=setting["lm_chunk"])
+  tx = trainer.make_optimizer(1e-5, 10, 1000)
+  mesh = partitioning.make_mesh({"fsdp": -1})
+  abstract = state.abstract_state(model, mesh, tx)
+  rows = args.rows * jax.device_count()
+  batch = synthetic.synthetic_batch(rows, args.length, args.target_length if bart else 0,
+                                    SEGMENTS, config.vocab_size, tasks)
+  start = time.perf_counter()
+  step = trainer.compile_train_step(trainer.make_train_step(model, tx, table, 1, 0), abstract,
+                                    batch, rows, mesh)
+  out = {"compile_s": time.perf_counter() - start, "flops": progress.compiled_flops(step)}
+  memory = step.memory_analysis()
+  out["temp_gib"] = memory.temp_size_in_bytes / 2**30 if memory else math.nan
+  if not (accelerator or args.run_on_cpu):
+    return out
+  train_state = state.init_state(model, abstract, jax.random.key(0), tx)
+  sharded = jax.device_put({k: jnp.asarray(v) for k, v in batch.items()},
+                           partitioning.batch_sharding(mesh))
+  with partitioning.use_mesh(mesh):
+    for _ in range(args.warmup):
+      train_state, metrics = step(train_state, sharded)
+    jax.block_until_ready(metrics)
+    begin = time.perf_counter()
+    for _ in range(args.steps):
+      train_state, metrics = step(train_state, sharded)
+    jax.block_until_ready(metrics)
+  seconds = (time.perf_counter() - begin) / args.steps
+  tokens = batch["segment_ids"].size + batch["target_segment_ids"].size
+  real = int((batch["segment_ids"] > 0).sum() + (batch["target_segment_ids"] > 0).sum())
+  per_device = out["flops"] / seconds / jax.device_count()
+  peak = progress.peak_flops(jax.devices()[0].device_kind)
+  stats = jax.devices()[0].memory_stats() or {}
+  out.update(tokens_s=tokens / seconds, real_tokens_s=real / seconds,
+             tflops=per_device / 1e12, mfu=per_device / peak if peak else math.nan,
+             peak_gib=stats.get("peak_bytes_in_use", math.nan) / 2**30,
+             loss=float(metrics["loss_sum"]) / float(metrics["count"]))
+  return out
+
+
+def main(argv: list[str]) -> None:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--sizes", default="roberta-base,roberta-large,bart-base,bart-large")
+  parser.add_argument("--levers", default="", help="comma-separated LEVERS, or all (default: "
+                      "all on an accelerator, baseline on CPU)")
+  parser.add_argument("--rows", type=int, default=32, help="rows per device")
+  parser.add_argument("--length", type=int, default=512)
+  parser.add_argument("--target-length", type=int, default=128)
+  parser.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
+  parser.add_argument("--steps", type=int, default=10)
+  parser.add_argument("--warmup", type=int, default=2)
+  parser.add_argument("--run-on-cpu", action="store_true", help="time the step on CPU too")
+  args = parser.parse_args(argv)
+  accelerator = jax.default_backend() != "cpu"
+  names = (list(LEVERS) if args.levers == "all" or (not args.levers and accelerator)
+           else args.levers.split(",") if args.levers else ["baseline"])
+  unknown = set(names) - set(LEVERS)
+  if unknown:
+    parser.error(f"unknown levers {sorted(unknown)}; choose from {list(LEVERS)} or all")
+  device = jax.devices()[0]
+  print(f"{jax.device_count()} x {device.device_kind} ({jax.default_backend()}), jax "
+        f"{jax.__version__}; {args.rows} rows/device x {args.length} tokens "
+        f"(+ {args.target_length} summary tokens for BART), {SEGMENTS} segments/row, "
+        f"{args.dtype}", flush=True)
+  print(f"{'size':<14} {'lever':<12} {'compile s':>9} {'GFLOP/step':>11} {'temp GiB':>8} "
+        f"{'tokens/s':>10} {'real tok/s':>10} {'TFLOP/s':>8} {'MFU':>6} {'peak GiB':>8}",
+        flush=True)
+  results = {}
+  for size in args.sizes.split(","):
+    for name, setting in settings(names, size.startswith("bart")):
+      r = measure(size, setting, args, accelerator)
+      results[size, name] = r
+      nan = math.nan
+      print(f"{size:<14} {name:<12} {r['compile_s']:>9.1f} {r["flops"] / 1e9:>11,.1f} "
+            f"{r['temp_gib']:>8.1f} {r.get('tokens_s', nan):>10,.0f} "
+            f"{r.get('real_tokens_s', nan):>10,.0f} {r.get('tflops', nan):>8.1f} "
+            f"{r.get('mfu', nan):>6.3f} {r.get('peak_gib', nan):>8.1f}", flush=True)
+
+  def best_mfu(size: str) -> float:
+    values = [r["mfu"] for (s, _), r in results.items() if s == size and "mfu" in r]
+    return max((v for v in values if not math.isnan(v)), default=math.nan)
+
+  compile_s = results.get(("roberta-large", "baseline"), {}).get("compile_s", math.nan)
+  print(f"SUMMARY roberta_large_mfu={best_mfu('roberta-large'):.3f} "
+        f"bart_large_mfu={best_mfu('bart-large'):.3f} compile_s={compile_s:.1f}")
+
+
+if __name__ == "__main__":
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  main(sys.argv[1:])
