@@ -150,7 +150,7 @@ def main(argv: list[str]) -> None:
       r = measure(size, setting, args, accelerator)
       results[size, name] = r
       nan = math.nan
-      print(f"{size:<14} {name:<12} {r['compile_s']:>9.1f} {r["flops"] / 1e9:>11,.1f} "
+      print(f"{size:<14} {name:<12} {r['compile_s']:>9.1f} {r['flops'] / 1e9:>11,.1f} "
             f"{r['temp_gib']:>8.1f} {r.get('tokens_s', nan):>10,.0f} "
             f"{r.get('real_tokens_s', nan):>10,.0f} {r.get('tflops', nan):>8.1f} "
             f"{r.get('mfu', nan):>6.3f} {r.get('peak_gib', nan):>8.1f}", flush=True)
