@@ -101,6 +101,45 @@ def test_dot_product_attention_equals_xla(dtype, atol):
   np.testing.assert_allclose(outputs[0], outputs[1], atol=atol, rtol=0)
 
 
+@pytest.mark.parametrize("impl", ["xla", "dot_product"])
+def test_no_token_attends_across_segments_or_to_padding(impl):
+  """Changing one segment's tokens (or the padding) leaves every other segment's states as they
+  were: fails as soon as the mask is dropped."""
+  examples, _ = _examples(1)
+  ids, types, segments, where = _packed(examples, [[0, 1, 2]], 1)
+  model, variables = _model("roberta", attention_impl=impl)
+
+  def states(ids):
+    return np.asarray(model.apply(variables, jnp.asarray(ids), segment_ids=segments,
+                                  token_type_ids=types).hidden_states)[0]
+  before = states(ids)
+  changed = ids.copy()
+  changed[0, where[1][1]] = (changed[0, where[1][1]] + 7) % 90 + 5  # Segment 2's tokens.
+  changed[0, segments[0] == 0] = 50  # And the padding.
+  after = states(changed)
+  for index in (0, 2):
+    span = where[index][1]
+    np.testing.assert_allclose(after[span], before[span], atol=1e-6, rtol=0)
+  assert np.abs(after[where[1][1]] - before[where[1][1]]).max() > 1e-2
+
+
+def test_dot_product_attention_gradients_equal_xla():
+  examples, _ = _examples(1)
+  ids, types, segments, _ = _packed(examples, [[0, 1, 2], [3, 4]], 1)
+  weights = jnp.asarray(np.random.default_rng(1).normal(size=(2, LENGTH, 32)) * (segments > 0)[
+      ..., None], jnp.float32)
+  grads = []
+  for impl in ("xla", "dot_product"):
+    model, variables = _model("roberta", attention_impl=impl)
+
+    def loss(params):
+      out = model.apply({"params": params}, ids, segment_ids=segments, token_type_ids=types)
+      return jnp.sum(out.hidden_states * weights)
+    grads.append(jax.grad(loss)(variables["params"]))
+  for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1]), strict=True):
+    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+
+
 def test_dropout_is_random_in_training_and_off_in_eval():
   model, variables = _model("roberta")
   ids = jnp.full((2, 10), 7)
