@@ -22,13 +22,12 @@ from muppet_jax.data.preprocessors import TEXT_FIELDS
 Record = Mapping[str, object]
 Columns = dict[str, np.ndarray]
 
-_NUMERIC = {"label": None, "answer_start": np.int64}  # label: int64, float32 for regression.
 
-
-def _dtype(family: str, field: str):
+def _dtype(family: str, field: str) -> type:
+  """A text-format field's numpy type (strings: object)."""
   if field == "label":
     return np.float32 if family == "regression" else np.int64
-  return _NUMERIC.get(field, object)
+  return np.int64 if field == "answer_start" else object
 
 
 def columns(family: str, records: Sequence[Record]) -> Columns:
