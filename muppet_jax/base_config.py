@@ -20,6 +20,7 @@ def base_config() -> ml_collections.ConfigDict:
       hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072,
       max_position_embeddings=514,
       dtype="bfloat16", param_dtype="float32", attention_impl="xla", remat="none",
+      scan_layers=False,
       hidden_dropout=0.1, attention_dropout=0.1, activation_dropout=0.0))
   c.data = ml_collections.ConfigDict(dict(
       mixture="muppet_roberta", batch_size=256, max_length=512, packing=True, max_segments=16,

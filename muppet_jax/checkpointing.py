@@ -93,8 +93,13 @@ def check_shapes(saved: Any, expected: Any, what: str) -> None:
   if flat_saved.keys() != flat_expected.keys():
     extra = sorted(flat_saved.keys() - flat_expected.keys())[:2]
     missing = sorted(flat_expected.keys() - flat_saved.keys())[:2]
+    scanned = [any("['stack']['layer']" in k for k in keys) for keys in (extra, missing)]
+    hint = ""
+    if scanned[0] != scanned[1]:  # The same model, its layers in the other layout.
+      hint = (f"; it was saved with model.scan_layers={str(scanned[0]).lower()}: resume with "
+              "that setting")
     raise UserError(f"{what} holds another model: tensors {extra} are not in the model and "
-                    f"{missing} are not in the checkpoint")
+                    f"{missing} are not in the checkpoint{hint}")
   for key, shape in flat_expected.items():
     if flat_saved[key] != shape:
       raise UserError(f"{what} holds another model size: {key} is {flat_saved[key]} there but "

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from muppet_jax.models import scan_layout
 from muppet_jax.models.bart import Bart
 
 NEG = -1e9  # transformers' "impossible" beam score.
@@ -204,6 +205,9 @@ def beam_search(model: Bart, params: Any, input_ids: jax.Array, segment_ids: jax
 def generate(model: Bart, params: Any, input_ids: jax.Array, segment_ids: jax.Array,
              config: GenerationConfig) -> jax.Array:
   """Greedy (num_beams 1) or beam search; jit it with `config` static (e.g. functools.partial)."""
+  if model.config.scan_layers:  # Decoding steps run the layers in a loop, with a cache each.
+    model = Bart(model.config.replace(scan_layers=False))
+    params = scan_layout.match(params, model.config)
   if config.num_beams > 1:
     return beam_search(model, params, input_ids, segment_ids, config)
   return greedy_search(model, params, input_ids, segment_ids, config)

@@ -37,6 +37,7 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
     ("token_types", None),
     ("task_heads", None),  # Stacked per-task heads: few and small, replicated.
     ("classes", None),
+    ("layers", None),  # The stacked axis of scanned layers.
     # Activations.
     ("activation_batch", ("data", "fsdp")),
     ("activation_length", None),

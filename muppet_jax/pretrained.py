@@ -18,13 +18,13 @@ from muppet_jax import checkpointing, hf, partitioning, state
 from muppet_jax.errors import UserError
 from muppet_jax.families import HeadLayout, TaskHead
 from muppet_jax.hf import checkpoint_files
-from muppet_jax.models import bart, encoder, multitask
+from muppet_jax.models import bart, encoder, multitask, scan_layout
 from muppet_jax.models.config import (BartConfig, EncoderConfig, ModelConfig, config_from_dict,
                                       config_from_hf, runtime_for)
 
 # The run config's `model` keys that apply to any start (pretrained or random).
-RUNTIME_KEYS = ("dtype", "param_dtype", "attention_impl", "remat", "hidden_dropout",
-                "attention_dropout", "activation_dropout")
+RUNTIME_KEYS = ("dtype", "param_dtype", "attention_impl", "remat", "scan_layers",
+                "hidden_dropout", "attention_dropout", "activation_dropout")
 
 
 @dataclasses.dataclass
@@ -79,10 +79,11 @@ def from_hf(path_or_name: str, mesh: Mesh | None = None, **runtime: Any) -> Pret
   mesh = mesh or default_mesh()
   ckpt = checkpoint_files.read_checkpoint(path_or_name)
   config = config_from_hf(ckpt.config, **runtime)
-  target = abstract_params(config, mesh)
-  params = hf.weights_for(config).import_params(ckpt.tensors, config, target)
+  in_loop = config.replace(scan_layers=False)  # Hugging Face's layout.
+  target = abstract_params(in_loop, mesh)
+  params = hf.weights_for(in_loop).import_params(ckpt.tensors, in_loop, target)
   params = jax.tree.map(lambda x, t: jax.device_put(x, t.sharding), params, target)
-  return Pretrained(config, params, ckpt.config, ckpt.tokenizer_files)
+  return Pretrained(config, scan_layout.match(params, config), ckpt.config, ckpt.tokenizer_files)
 
 
 def from_checkpoint(directory: str | os.PathLike, mesh: Mesh | None = None,
@@ -91,11 +92,14 @@ def from_checkpoint(directory: str | os.PathLike, mesh: Mesh | None = None,
   mesh = mesh or default_mesh()
   step, meta = checkpointing.read_model_metadata(directory, step)
   # Checkpoints written before BART support name the config "encoder_config".
-  config = config_from_dict(meta.get("model_config") or meta["encoder_config"])
-  config = config.replace(**runtime_for(type(config), runtime))
+  saved = config_from_dict(meta.get("model_config") or meta["encoder_config"])
+  # Layers come back in a loop (Hugging Face's layout) unless `runtime` asks for scan_layers.
+  config = saved.replace(**{"scan_layers": False, **runtime_for(type(saved), runtime)})
   tasks = tuple(TaskHead(**t) for t in meta.get("tasks", ()))
   layout = HeadLayout.for_tasks(tasks) if "heads" in meta else None
-  params = checkpointing.restore_params(directory, step, abstract_params(config, mesh, layout))
+  as_saved = config.replace(scan_layers=saved.scan_layers)
+  params = checkpointing.restore_params(directory, step, abstract_params(as_saved, mesh, layout))
+  params = scan_layout.match(params, config)
   return step, Pretrained(config, params, meta["hf_config"],
                           checkpointing.decode_files(meta["tokenizer_files"]), layout, tasks)
 

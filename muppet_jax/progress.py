@@ -54,9 +54,10 @@ def cluster_line(mesh: Mesh) -> str:
 
 
 def log_compiled(compiled: jax.stages.Compiled, seconds: float, stream: MixtureStream,
-                 params: Any, mesh: Mesh) -> float:
+                 params: Any, mesh: Mesh, flops: float | None = None) -> float:
   """Logs the train step's compile time (short when the persistent cache had it), its memory
-  per device (where XLA reports it) and the run's size; returns the step's FLOPs."""
+  per device (where XLA reports it) and the run's size; returns the step's FLOPs (`flops`, or
+  the compiled step's own count)."""
   memory = compiled.memory_analysis()
   line = f"compiled train step in {seconds:.1f} s"
   if memory is not None:
@@ -64,7 +65,7 @@ def log_compiled(compiled: jax.stages.Compiled, seconds: float, stream: MixtureS
              f"{memory.argument_size_in_bytes / 2**20:,.0f} MiB arguments, "
              f"{memory.output_size_in_bytes / 2**20:,.0f} MiB outputs per device")
   log(line)
-  flops = compiled_flops(compiled)
+  flops = compiled_flops(compiled) if flops is None else flops
   size = sum(x.size for x in jax.tree.leaves(params))
   log(f"{len(stream.tasks)} tasks, {len(stream.layout.names)} heads, {size / 1e6:.1f}M "
       f"parameters, mesh {dict(mesh.shape)}, {flops / 1e12:.3f} TFLOP per step")

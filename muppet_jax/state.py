@@ -20,7 +20,7 @@ import optax
 from jax.sharding import Mesh, PartitionSpec
 
 from muppet_jax import partitioning
-from muppet_jax.models import layers
+from muppet_jax.models import layers, scan_layout
 
 
 @flax.struct.dataclass
@@ -63,6 +63,7 @@ def init_state(model: nn.Module, abstract: TrainState, rng: jax.Array,
   whole array): new parameters, except the top-level entries of `pretrained`, taken as given."""
 
   def init(rng: jax.Array, kept: Any) -> TrainState:
+    kept = scan_layout.match(kept, model.config)  # Loop or scanned layers, as the model runs.
     params = {**nn.meta.unbox(layers.init_variables(model, rng))["params"], **kept}
     return TrainState(jnp.zeros((), jnp.int32), params, None if tx is None else tx.init(params))
 

@@ -18,6 +18,7 @@ import os
 import sys
 import time
 
+import flax.linen as nn
 import jax
 import ml_collections
 from absl import app, flags, logging
@@ -62,12 +63,19 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
 
   # --------------------------------------------------------------------- Compiled step ---
   regularizer = r3f.R3FConfig(config.r3f.weight, config.r3f.noise_type, config.r3f.eps)
+  def make_step(network: nn.Module):
+    return trainer.make_train_step(network, tx, table, config.microbatches, config.seed,
+                                   regularizer)
   compile_start = time.perf_counter()
-  train_step = trainer.compile_train_step(
-      trainer.make_train_step(model, tx, table, config.microbatches, config.seed, regularizer),
-      abstract, stream.empty_batch(), config.data.batch_size, mesh)
-  flops_per_step = progress.log_compiled(train_step, time.perf_counter() - compile_start, stream,
-                                         abstract.params, mesh)
+  train_step = trainer.compile_train_step(make_step(model), abstract, stream.empty_batch(),
+                                          config.data.batch_size, mesh)
+  seconds = time.perf_counter() - compile_start
+  flops = None
+  if start.config.scan_layers:  # XLA's count of the compiled step has one layer per stack.
+    flops = trainer.step_flops(make_step, model, tx, stream.empty_batch(),
+                               config.data.batch_size, mesh)
+  flops_per_step = progress.log_compiled(train_step, seconds, stream, abstract.params, mesh,
+                                         flops)
   evaluator = evaluation.Evaluator(config, stream.tasks, stream.layout, model, start.config,
                                    state.shardings(abstract.params), mesh)
   batch_sharding = partitioning.batch_sharding(mesh)

@@ -150,6 +150,24 @@ def compile_train_step(train_step: Callable, abstract: TrainState,
     return jitted.lower(abstract, batch).compile()
 
 
+def step_flops(make_step: Callable[[nn.Module], Callable], model: nn.Module,
+               tx: optax.GradientTransformation, example: Mapping[str, np.ndarray], rows: int,
+               mesh: Mesh) -> float:
+  """Model FLOPs of one train step (`make_step(model)`), from XLA's cost analysis of the step
+  with its layers in a loop: the analysis counts a scanned loop's body once, not once per
+  layer. Lowered, not compiled."""
+  loop = model.clone(config=model.config.replace(scan_layers=False))
+  abstract = state.abstract_state(loop, mesh, tx)
+  batch_sharding = partitioning.batch_sharding(mesh)
+  batch = {k: jax.ShapeDtypeStruct((rows, *v.shape[1:]), v.dtype, sharding=batch_sharding)
+           for k, v in example.items()}
+  jitted = jax.jit(make_step(loop), in_shardings=(state.shardings(abstract), batch_sharding))
+  with partitioning.use_mesh(mesh):
+    cost = jitted.lower(abstract, batch).cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float((cost or {}).get("flops", 0.0))
+
+
 def make_eval_step(model: nn.Module) -> Callable[[Any, Batch], HeadOutputs]:
   """Head outputs for evaluation; the LM head's inputs are dropped (summaries are evaluated by
   generation), so no decoder states go back to the host."""

@@ -208,8 +208,11 @@ def test_task_export_errors(demo_run, tmp_path):
     export.export(workdir / "checkpoints", tmp_path / "x", task="glue_mnli")
 
 
-@pytest.mark.parametrize("source", ["hf", "converted"])
-def test_starts_from_pretrained_weights_and_keeps_the_mlm_head(tmp_path, source):
+@pytest.mark.parametrize("source,scan", [("hf", False), ("converted", False), ("hf", True),
+                                         ("converted", True)])
+def test_starts_from_pretrained_weights_and_keeps_the_mlm_head(tmp_path, source, scan):
+  """...with the layers in a loop or scanned (stacked on the way in, a loop again on the way
+  out of the checkpoint)."""
   from muppet_jax import convert
   from tests import hf_fixtures
   # A tiny RoBERTa whose vocabulary covers the demo tokenizer.
@@ -218,8 +221,8 @@ def test_starts_from_pretrained_weights_and_keeps_the_mlm_head(tmp_path, source)
   start = tmp_path / "hf"
   if source == "converted":
     start = convert.convert(str(tmp_path / "hf"), tmp_path / "ckpt")
-  train(_config(init_from=str(start), total_steps=4, **{"eval.every_steps": 100}),
-        str(tmp_path / "run"))
+  train(_config(init_from=str(start), total_steps=4,
+                **{"eval.every_steps": 100, "model.scan_layers": scan}), str(tmp_path / "run"))
   trained = _final_params(tmp_path / "run")
   original = jax.device_get(pretrained.from_hf(str(tmp_path / "hf")).params)
   # The masked-LM head is frozen (Muppet has no MLM loss) and exported as it came in ...

@@ -145,10 +145,14 @@ class Bart(nn.Module):
                            embedding_init=layers.normal(cfg.initializer_range, "vocab", "embed"))
     self.encoder_embeddings = _Embedder(cfg)
     encoder_layer = layers.remat(EncoderLayer, cfg.remat, deterministic_arg=3)
-    self.encoder_layers = [encoder_layer(cfg) for _ in range(cfg.encoder_layers)]
+    self.encoder_layers = (
+        layers.ScannedLayers(encoder_layer, cfg, cfg.encoder_layers) if cfg.scan_layers
+        else [encoder_layer(cfg) for _ in range(cfg.encoder_layers)])
     self.decoder_embeddings = _Embedder(cfg)
     decoder_layer = layers.remat(DecoderLayer, cfg.remat, deterministic_arg=5)
-    self.decoder_layers = [decoder_layer(cfg) for _ in range(cfg.decoder_layers)]
+    self.decoder_layers = (
+        layers.ScannedLayers(decoder_layer, cfg, cfg.decoder_layers) if cfg.scan_layers
+        else [decoder_layer(cfg) for _ in range(cfg.decoder_layers)])
     # A buffer in Hugging Face (zeros in the published checkpoints), carried for export.
     self.final_logits_bias = self.param("final_logits_bias", layers.zeros(None, "vocab"),
                                         (1, cfg.vocab_size), cfg.weights_dtype)
@@ -165,6 +169,8 @@ class Bart(nn.Module):
     positions = attention.positions_in_segment(segment_ids)
     x = self.encoder_embeddings(tokens, positions, deterministic)
     mask = attention.segment_mask(segment_ids)
+    if self.config.scan_layers:
+      return self.encoder_layers(x, mask, deterministic=deterministic)
     for layer in self.encoder_layers:
       x = layer(x, mask, deterministic)
     return x
@@ -177,6 +183,9 @@ class Bart(nn.Module):
     x = self.decoder_embeddings(self._tokens(decoder_ids), positions, deterministic)
     self_mask = causal_segment_mask(decoder_segment_ids)
     cross_mask = cross_segment_mask(decoder_segment_ids, encoder_segment_ids)
+    if self.config.scan_layers:
+      return self.decoder_layers(x, encoder_hidden, self_mask, cross_mask,
+                                 deterministic=deterministic)
     for layer in self.decoder_layers:
       x, _ = layer(x, encoder_hidden, self_mask, cross_mask, deterministic)
     return x

@@ -92,6 +92,9 @@ class EncoderConfig(_ConfigMethods):
   # which runs cuDNN flash attention on NVIDIA GPUs (and XLA elsewhere).
   attention_impl: str = "xla"
   remat: str = "none"  # One of REMAT_POLICIES.
+  # One nn.scan over the layers (compiled once, parameters stacked on a `layers` axis; see
+  # `layers.stack_layers`) instead of a Python loop that traces each layer.
+  scan_layers: bool = False
 
   def __post_init__(self):
     self._check(self.model_type in SUPPORTED_MODEL_TYPES,
@@ -211,6 +214,9 @@ class BartConfig(_ConfigMethods):
   activation_dropout: float = 0.0
   attention_impl: str = "xla"
   remat: str = "none"  # One of REMAT_POLICIES.
+  # One nn.scan over the layers (compiled once, parameters stacked on a `layers` axis; see
+  # `layers.stack_layers`) instead of a Python loop that traces each layer.
+  scan_layers: bool = False
 
   # BART learns positions 0..max_position_embeddings-1 at rows 2.. of its table.
   position_offset = 2

@@ -86,8 +86,10 @@ class Encoder(nn.Module):
 
   def setup(self):
     self.embeddings = Embeddings(self.config)
-    layer = layers.remat(EncoderLayer, self.config.remat, deterministic_arg=3)
-    self.layers = [layer(self.config) for _ in range(self.config.num_layers)]
+    cfg = self.config
+    layer = layers.remat(EncoderLayer, cfg.remat, deterministic_arg=3)
+    self.layers = (layers.ScannedLayers(layer, cfg, cfg.num_layers) if cfg.scan_layers
+                   else [layer(cfg) for _ in range(cfg.num_layers)])
 
   def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None,
                segment_ids: jax.Array | None = None, token_type_ids: jax.Array | None = None,
@@ -108,6 +110,8 @@ class Encoder(nn.Module):
 
     x = self.embeddings(input_ids, position_ids, token_type_ids, deterministic, embedding_noise)
     mask = attention.segment_mask(segment_ids)
+    if cfg.scan_layers:
+      return self.layers(x, mask, deterministic=deterministic)
     for layer in self.layers:
       x = layer(x, mask, deterministic)
     return x

@@ -149,3 +149,34 @@ def init_variables(model: nn.Module, rng: jax.Array) -> dict:
   """The boxed (logically annotated) variables of a model with an argument-free `initialize`
   method, which creates every parameter from dummy inputs (shapes don't depend on them)."""
   return model.init({"params": rng}, method="initialize")
+
+
+class _ScanStep(nn.Module):
+  """One layer as a scan step: (carry, broadcast inputs) -> (carry, nothing)."""
+
+  layer: type[nn.Module]
+  config: Any
+  deterministic: bool
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *inputs: Any) -> tuple[jax.Array, None]:
+    out = self.layer(self.config, name="layer")(x, *inputs, self.deterministic)
+    return (out[0] if isinstance(out, tuple) else out), None
+
+
+class ScannedLayers(nn.Module):
+  """`length` layers of class `layer` as one `nn.scan`: traced and compiled once, parameters
+  stacked along a leading `layers` axis (`scan_layout` converts between the layouts)."""
+
+  layer: type[nn.Module]
+  config: Any
+  length: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *inputs: Any, deterministic: bool) -> jax.Array:
+    scan = nn.scan(_ScanStep, variable_axes={"params": 0},
+                   split_rngs={"params": True, "dropout": True}, in_axes=nn.broadcast,
+                   length=self.length, metadata_params={nn.PARTITION_NAME: "layers"})
+    x, _ = scan(self.layer, self.config, deterministic, name="stack")(x, *inputs)
+    return x
+
