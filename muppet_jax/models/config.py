@@ -93,7 +93,7 @@ class EncoderConfig(_ConfigMethods):
   attention_impl: str = "xla"
   remat: str = "none"  # One of REMAT_POLICIES.
   # One nn.scan over the layers (compiled once, parameters stacked on a `layers` axis; see
-  # `layers.stack_layers`) instead of a Python loop that traces each layer.
+  # `scan_layout`) instead of a Python loop that traces each layer.
   scan_layers: bool = False
 
   def __post_init__(self):
@@ -215,7 +215,7 @@ class BartConfig(_ConfigMethods):
   attention_impl: str = "xla"
   remat: str = "none"  # One of REMAT_POLICIES.
   # One nn.scan over the layers (compiled once, parameters stacked on a `layers` axis; see
-  # `layers.stack_layers`) instead of a Python loop that traces each layer.
+  # `scan_layout`) instead of a Python loop that traces each layer.
   scan_layers: bool = False
 
   # BART learns positions 0..max_position_embeddings-1 at rows 2.. of its table.

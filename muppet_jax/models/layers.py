@@ -179,4 +179,3 @@ class ScannedLayers(nn.Module):
                    length=self.length, metadata_params={nn.PARTITION_NAME: "layers"})
     x, _ = scan(self.layer, self.config, deterministic, name="stack")(x, *inputs)
     return x
-
