@@ -9,8 +9,8 @@ coordinator and gloo collectives), or as the one-process reference fed the same 
 `--reference` (one process): each global batch is the rows of the N processes' local batches
 in process order, as `jax.make_array_from_process_local_data` assembles them. Two mistakes the
 test must catch: `--same-shard` makes every process read process 0's shard; `--skip-allreduce`
-makes this process update its parameters from its own rows' gradients alone, as a process that
-skipped the gradient all-reduce would.
+(given to every process: they must run one program) sums no gradient over the mesh's `data`
+axis, so on a data=2 x fsdp=2 mesh each process updates its replica from its own rows alone.
 
 Besides `worker_I.json` (the last evaluation and the segments fed), each process writes
 `params_I.npz`: its own shards of the final parameters, as `PATH@START:STOP,...` keys.
