@@ -48,14 +48,8 @@ def train(args: argparse.Namespace) -> None:
   compiled = step.lower(train_state, batch).compile()
   flops = progress.compiled_flops(compiled)
   memory = compiled.memory_analysis()
-  for _ in range(args.warmup):
-    train_state, metrics = compiled(train_state, batch)
-  jax.block_until_ready(metrics)
-  start = time.perf_counter()
-  for _ in range(args.steps):
-    train_state, metrics = compiled(train_state, batch)
-  jax.block_until_ready(metrics)
-  seconds = (time.perf_counter() - start) / args.steps
+  seconds, _, metrics = synthetic.time_steps(compiled, train_state, batch, args.warmup,
+                                             args.steps)
   tokens = args.batch * (args.length + args.target_length)
   kind = jax.devices()[0].device_kind
   peak = progress.peak_flops(kind)

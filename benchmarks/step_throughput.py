@@ -59,6 +59,8 @@ LEVERS = {
     "remat_full": dict(remat="full"),
 }
 SEGMENTS = 8
+SIZES = [f"{family}-{scale}" for family in ("roberta", "bart")
+         for scale in ("tiny", "base", "large")]
 
 
 def settings(names: list[str], bart: bool) -> list[tuple[str, dict]]:
@@ -73,8 +75,10 @@ def settings(names: list[str], bart: bool) -> list[tuple[str, dict]]:
   return out
 
 
-def measure(size: str, setting: dict, args: argparse.Namespace, accelerator: bool) -> dict:
-  """Compiles (and on an accelerator times) the step of `size` under `setting`."""
+def measure(size: str, setting: dict, args: argparse.Namespace, accelerator: bool,
+            flops: float | None = None) -> dict:
+  """Compiles (and on an accelerator times) the step of `size` under `setting`; `flops`: the
+  size's model FLOPs, counted here when not given."""
   family, scale = size.split("-")
   bart = family == "bart"
   model_changes = {k: v for k, v in setting.items() if k != "lm_chunk"}
@@ -93,11 +97,11 @@ def measure(size: str, setting: dict, args: argparse.Namespace, accelerator: boo
     return trainer.make_train_step(network, tx, table, 1, 0)
   start = time.perf_counter()
   step = trainer.compile_train_step(make_step(model), abstract, batch, rows, mesh)
-  # Model FLOPs: with the layers in a loop, without rematerialization's recomputation (XLA's
-  # count of a scanned step has one layer per stack).
-  out = {"compile_s": time.perf_counter() - start,
-         "flops": trainer.step_flops(make_step, model.clone(config=config.replace(remat="none")),
-                                     tx, batch, rows, mesh)}
+  out = {"compile_s": time.perf_counter() - start, "flops": flops}
+  if flops is None:  # With the layers in a loop, without rematerialization's recomputation
+    # (XLA's count of a scanned step has one layer per stack): the same for every lever.
+    out["flops"] = trainer.step_flops(
+        make_step, model.clone(config=config.replace(remat="none")), tx, batch, rows, mesh)
   memory = step.memory_analysis()
   out["temp_gib"] = memory.temp_size_in_bytes / 2**30 if memory else math.nan
   if not (accelerator or args.run_on_cpu):
@@ -106,14 +110,8 @@ def measure(size: str, setting: dict, args: argparse.Namespace, accelerator: boo
   sharded = jax.device_put({k: jnp.asarray(v) for k, v in batch.items()},
                            partitioning.batch_sharding(mesh))
   with partitioning.use_mesh(mesh):
-    for _ in range(args.warmup):
-      train_state, metrics = step(train_state, sharded)
-    jax.block_until_ready(metrics)
-    begin = time.perf_counter()
-    for _ in range(args.steps):
-      train_state, metrics = step(train_state, sharded)
-    jax.block_until_ready(metrics)
-  seconds = (time.perf_counter() - begin) / args.steps
+    seconds, _, metrics = synthetic.time_steps(step, train_state, sharded, args.warmup,
+                                               args.steps)
   tokens = batch["segment_ids"].size + batch["target_segment_ids"].size
   real = int((batch["segment_ids"] > 0).sum() + (batch["target_segment_ids"] > 0).sum())
   per_device = out["flops"] / seconds / jax.device_count()
@@ -154,11 +152,16 @@ def main(argv: list[str]) -> None:
   print(f"{'size':<14} {'lever':<12} {'compile s':>9} {'GFLOP/step':>11} {'temp GiB':>8} "
         f"{'tokens/s':>10} {'real tok/s':>10} {'TFLOP/s':>8} {'MFU':>6} {'peak GiB':>8}",
         flush=True)
+  sizes = args.sizes.split(",")
+  unknown = set(sizes) - set(SIZES)
+  if unknown:
+    parser.error(f"unknown sizes {sorted(unknown)}; choose from {', '.join(SIZES)}")
   results = {}
-  for size in args.sizes.split(","):
+  for size in sizes:
+    flops = None
     for name, setting in settings(names, size.startswith("bart")):
-      r = measure(size, setting, args, accelerator)
-      results[size, name] = r
+      r = measure(size, setting, args, accelerator, flops)
+      results[size, name], flops = r, r["flops"]
       nan = math.nan
       print(f"{size:<14} {name:<12} {r['compile_s']:>9.1f} {r['flops'] / 1e9:>11,.1f} "
             f"{r['temp_gib']:>8.1f} {r.get('tokens_s', nan):>10,.0f} "

@@ -1,8 +1,12 @@
-"""Synthetic heterogeneous packed batches for the step benchmarks (no seqio, no TensorFlow, so
-they run on accelerator images without them)."""
+"""Synthetic heterogeneous packed batches for the step benchmarks, and their timing loop (no
+seqio, no TensorFlow, so they run on accelerator images without them)."""
 
 from __future__ import annotations
 
+import time
+from typing import Any, Callable
+
+import jax
 import numpy as np
 
 from muppet_jax import losses
@@ -57,3 +61,17 @@ def task_table(tasks: list = TASKS, lm_chunk: int = 16) -> losses.TaskTable:
                           tuple(f for f, _, _ in tasks), tuple(c for _, c, _ in tasks),
                           tuple(float(np.log(max(c, 2))) for _, c, _ in tasks),
                           lm_chunk=lm_chunk)
+
+
+def time_steps(step: Callable, train_state: Any, batch: Any, warmup: int,
+               steps: int) -> tuple[float, Any, dict]:
+  """Seconds per call of `step(train_state, batch)` over `steps` calls after `warmup` untimed
+  ones; with the last state and metrics."""
+  for _ in range(warmup):
+    train_state, metrics = step(train_state, batch)
+  jax.block_until_ready(metrics)
+  start = time.perf_counter()
+  for _ in range(steps):
+    train_state, metrics = step(train_state, batch)
+  jax.block_until_ready(metrics)
+  return (time.perf_counter() - start) / steps, train_state, metrics
