@@ -3,12 +3,12 @@ the same parameters stacked; the layouts convert both ways; a scanned run's chec
 and reloads in Hugging Face's layout."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from muppet_jax import losses, trainer
+from muppet_jax import checkpointing, losses, partitioning, progress, state, trainer
 from muppet_jax.data.batching import MixtureStream, StreamConfig
+from muppet_jax.errors import UserError
 from muppet_jax.models import scan_layout
 from muppet_jax.models.config import BartConfig, EncoderConfig
 from muppet_jax.models.layers import init_variables
@@ -73,7 +73,6 @@ def test_the_scan_compiles_one_layer_body(setup):
 
 
 def test_step_flops_count_every_layer_of_a_scanned_model(setup):
-  from muppet_jax import partitioning, progress, state
   config, layout, table, batch = setup
   mesh = partitioning.make_mesh({"data": 1}, jax.devices()[:1])
   tx = trainer.make_optimizer(1e-3, 2, 100)
@@ -95,8 +94,6 @@ def test_step_flops_count_every_layer_of_a_scanned_model(setup):
 
 
 def test_a_checkpoint_in_the_other_layout_names_the_setting_to_resume_with():
-  from muppet_jax import checkpointing
-  from muppet_jax.errors import UserError
   loop = {"encoder": {"layers_0": {"w": np.zeros(2)}, "layers_1": {"w": np.zeros(2)}}}
   scanned = {"encoder": {"layers": {"stack": {"layer": {"w": np.zeros((2, 2))}}}}}
   with pytest.raises(UserError, match="saved with model.scan_layers=true: resume with that"):
