@@ -40,6 +40,10 @@ class TaskHead:
   family: str
   num_classes: int  # Classes or choices; 1 for regression.
   head: str  # The name of the head it trains.
+  labels: tuple[str, ...] = ()  # Class names (index order), where the task gives them.
+
+  def __post_init__(self):
+    object.__setattr__(self, "labels", tuple(self.labels))  # JSON metadata gives a list.
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,6 +30,8 @@ class TaskInfo:
     regression. Span and summarization output spaces depend on the run (sequence length,
     vocabulary): see `output_space_size`.
   head: "task" (the task's own head), or a shared head's name.
+  labels: class names in index order (classification), where known; export writes them as the
+    model's id2label.
   train_size: examples in the train split, for size-proportional mixture rates.
   """
 
@@ -39,6 +41,7 @@ class TaskInfo:
   metrics: tuple[str, ...] = ()
   head: str = ""
   description: str = ""
+  labels: tuple[str, ...] = ()
 
   def __post_init__(self):
     check_family(self.family)
@@ -83,7 +86,7 @@ class MuppetTask(seqio.Task):
     own = self.info.head == "task" or (
         not shared_heads and self.info.family in ("multiple_choice", "span"))
     return TaskHead(self.name, self.info.family, self.info.num_classes,
-                    self.name if own else self.info.head)
+                    self.name if own else self.info.head, self.info.labels)
 
   def text_dataset(self, split: str, lengths: Mapping[str, int]) -> tf.data.Dataset:
     """The split's records in the family's text format, in source order: the task's
