@@ -28,7 +28,11 @@ def base_config() -> ml_collections.ConfigDict:
       temperature=1.0, rate_cap=0, shared_heads=True, batching="heterogeneous", seed=0,
       # A token cache (`python -m muppet_jax.cache`): tasks found there are read from it, the
       # others tokenized live. Empty: all live.
-      cache_dir=""))
+      cache_dir="",
+      # Your own tasks and mixtures, registered before `mixture` is resolved: a JSON/YAML
+      # tasks file (muppet_jax/data/tasks_file.py), and comma-separated Python modules (names
+      # or .py paths) that register seqio tasks when imported.
+      tasks_file="", task_modules=""))
   c.loss_scaling = True  # Divide each example's loss by log n of its task.
   c.label_smoothing = 0.1  # Of the summaries' cross-entropy.
   # Summary positions whose LM logits ([rows, positions, vocab], float32) exist at once in the

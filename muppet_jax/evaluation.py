@@ -19,7 +19,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 from rouge_score import rouge_scorer
 
-from muppet_jax import generation, inputs, partitioning, trainer
+from muppet_jax import generation, inputs, partitioning, progress, trainer
 from muppet_jax.data.task_info import MuppetTask
 from muppet_jax.families import HeadLayout
 from muppet_jax.models.bart import Bart
@@ -186,7 +186,11 @@ class Evaluator:
   def __init__(self, config: ml_collections.ConfigDict, tasks: list[MuppetTask],
                layout: HeadLayout, model: nn.Module, model_config: ModelConfig,
                param_shardings: Any, mesh: Mesh):
-    self.config, self.tasks, self.layout, self.mesh = config, tasks, layout, mesh
+    self.config, self.layout, self.mesh = config, layout, mesh
+    self.tasks = [t for t in tasks if "validation" in t.splits]
+    unevaluated = [t.name for t in tasks if "validation" not in t.splits]
+    if unevaluated:
+      progress.log(f"not evaluated (no validation split): {', '.join(unevaluated)}")
     self.batch_sharding = partitioning.batch_sharding(mesh)
     self.eval_step = jax.jit(trainer.make_eval_step(model),
                              in_shardings=(param_shardings, self.batch_sharding))

@@ -4,7 +4,11 @@ batches assembled into global arrays."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import pathlib
+import shutil
+import tempfile
 from typing import Any
 
 import jax
@@ -14,8 +18,8 @@ import seqio
 import tensorflow as tf
 from jax.sharding import Mesh, NamedSharding
 
-from muppet_jax import progress
-from muppet_jax.data import batching, mixing
+from muppet_jax import checkpointing, progress
+from muppet_jax.data import batching, demo, mixing, task_modules, tasks_file
 from muppet_jax.data.task_info import MuppetTask, check_prepared
 from muppet_jax.errors import UserError
 from muppet_jax.families import HeadLayout
@@ -24,11 +28,48 @@ from muppet_jax.families import HeadLayout
 def prepared_tasks(config: ml_collections.ConfigDict) -> list[MuppetTask]:
   """The tasks of `config.data.mixture`, each checked to have its data prepared."""
   tf.config.set_visible_devices([], "GPU")  # TensorFlow only feeds data.
-  importlib.import_module("tasks")  # Registers the seqio tasks and mixtures.
+  register_tasks(config)
   tasks = mixing.mixture_tasks(config.data.mixture)
   for task in tasks:  # Before any tokenizer or data is read.
     check_prepared(task)
   return tasks
+
+
+def register_tasks(config: ml_collections.ConfigDict) -> None:
+  """Registers the built-in tasks and mixtures, then the config's task modules and tasks file."""
+  importlib.import_module("tasks")
+  task_modules.import_task_modules(config.data.task_modules)
+  if config.data.tasks_file:
+    tasks_file.register(config.data.tasks_file, lambda: start_tokenizer(config.init_from))
+
+
+def start_tokenizer(init_from: str) -> str:
+  """The tokenizer of a run's starting model: a Hugging Face directory or hub name as it is; a
+  muppet_jax checkpoint's saved tokenizer files, written once to the local cache."""
+  if not init_from:
+    raise UserError("the tasks file names no tokenizer, and there is no starting model to take "
+                    "it from (init_from is empty): name one in the file (\"tokenizer\": a "
+                    "Hugging Face directory or hub name)")
+  path = pathlib.Path(init_from)
+  if not path.is_dir() or (path / "config.json").exists():
+    return init_from
+  _, metadata = checkpointing.read_model_metadata(path)
+  files = checkpointing.decode_files(metadata["tokenizer_files"])
+  if not files:
+    raise UserError(f"the checkpoint {init_from} has no tokenizer files; name a tokenizer in "
+                    "the tasks file (\"tokenizer\": a Hugging Face directory or hub name)")
+  digest = hashlib.sha256(b"".join(n.encode() + files[n] for n in sorted(files))).hexdigest()
+  target = demo.cache_dir() / "tokenizers" / digest[:16]
+  if not target.is_dir():
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(dir=target.parent))
+    for name, data in files.items():
+      (tmp / name).write_bytes(data)
+    try:
+      tmp.rename(target)
+    except OSError:  # Another process wrote it first.
+      shutil.rmtree(tmp, ignore_errors=True)
+  return str(target)
 
 
 def vocabulary(tasks: list[MuppetTask]) -> Any:

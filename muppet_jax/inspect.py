@@ -2,6 +2,8 @@
 
     python -m muppet_jax.inspect --list
     python -m muppet_jax.inspect --mixture muppet_demo [--examples 2] [--max-length 512]
+    python -m muppet_jax.inspect --tasks-file my_tasks.yaml --tokenizer bert-base-uncased \
+        --mixture my_mix
 
 For a mixture (or a single task): each task's family, output-space size n, head, train size and
 share of the mixture; N decoded examples per task; token-length p50/p90/p99 and the truncation
@@ -16,8 +18,8 @@ import sys
 import numpy as np
 import seqio
 
-from muppet_jax import cli
-from muppet_jax.data import batching, mixing
+from muppet_jax import cli, inputs
+from muppet_jax.data import batching, mixing, task_modules, tasks_file
 from muppet_jax.data.task_info import MuppetTask, check_prepared
 from muppet_jax.errors import UserError
 
@@ -109,8 +111,19 @@ def main(argv: list[str]) -> int:
   parser.add_argument("--target-length", type=int, default=128)
   parser.add_argument("--sample", type=int, default=500,
                       help="examples per task for the length statistics")
+  parser.add_argument("--tasks-file", default="",
+                      help="a JSON/YAML tasks file whose tasks and mixtures to register first")
+  parser.add_argument("--tokenizer", default="",
+                      help="the tasks file's tokenizer, where it names none (the model's: a "
+                           "Hugging Face directory or hub name, or a muppet_jax checkpoint)")
+  parser.add_argument("--task-modules", default="",
+                      help="comma-separated Python modules (names or .py paths) to import first")
   args = parser.parse_args(argv)
   import tasks  # noqa: F401  (registers the tasks and mixtures)
+
+  task_modules.import_task_modules(args.task_modules)
+  if args.tasks_file:
+    tasks_file.register(args.tasks_file, lambda: inputs.start_tokenizer(args.tokenizer))
 
   if args.list:
     print(list_registered())

@@ -68,11 +68,11 @@ def test_jsonl_multiple_choice_span_and_summarization(tmp_path):
 
 def test_bad_files_are_clear_errors(tmp_path):
   with pytest.raises(UserError, match="no files match"):
-    add_file_task("file_none", "classification", train=str(tmp_path / "x.tsv"),
+    add_file_task("file_none", "classification", num_classes=2, train=str(tmp_path / "x.tsv"),
                   vocabulary=demo_tasks.VOCABULARY)
   (tmp_path / "bad.tsv").write_text("sentence\tlabel\nhi\t1\n")
   with pytest.raises(UserError, match=r"missing \['text_a'\]"):
-    add_file_task("file_bad", "classification", train=str(tmp_path / "bad.tsv"),
+    add_file_task("file_bad", "classification", num_classes=2, train=str(tmp_path / "bad.tsv"),
                   vocabulary=demo_tasks.VOCABULARY)
   with pytest.raises(UserError, match="unknown task family"):
     add_file_task("file_fam", "ranking", train=str(tmp_path / "bad.tsv"),
@@ -84,16 +84,17 @@ def _read_all(task):
 
 
 @pytest.mark.parametrize("family,classes,row,problem", [
-    ("classification", 2, {"label": 1}, r"no 'text_a' \(a classification row needs text_a, "
-                                        r"text_b \(optional\), label\)"),
-    ("classification", 2, {"text_a": "hi", "label": 2}, r"label 2 is outside 0..1 \(2 classes\)"),
-    ("classification", 2, {"text_a": "hi", "label": 0.5}, "label 0.5 is not an integer"),
+    ("classification", 2, {"label": 1}, r"no 'text_a'; a classification row needs text_a, "
+                                        r"text_b, label"),
+    ("classification", 2, {"text_a": "hi", "label": 2},
+     r"label 2 is not an integer in 0..1 \(2 classes\)"),
+    ("classification", 2, {"text_a": "hi", "label": 0.5}, "label 0.5 is not an integer in 0..1"),
     ("classification", 2, {"text_a": "hi", "label": "pos"}, "label 'pos' is not a number"),
     ("regression", 1, {"text_a": "hi", "label": None}, "no 'label'"),
     ("multiple_choice", 3, {"context": "c", "choices": ["a", "b"], "label": 0},
      "choices must be a list of 3 texts"),
     ("multiple_choice", 2, {"context": "c", "choices": ["a", "b"], "label": 2},
-     r"label 2 is outside 0..1 \(2 choices\)"),
+     r"label 2 is not an integer in 0..1 \(2 choices\)"),
     ("span", 1, {"question": "q", "context": "c", "answer_text": "a"}, "no 'answer_start'"),
 ])
 def test_a_bad_jsonl_row_is_one_line_naming_file_line_and_field(tmp_path, family, classes, row,

@@ -1,38 +1,52 @@
-"""Tasks from your own TSV or JSONL files (local paths or gs://), in a few lines:
+"""Tasks from your own TSV, CSV or JSONL files (local paths or gs://), in a few lines:
 
     from muppet_jax.data.local_files import add_file_task
-    add_file_task("my_sentiment", "classification", num_classes=2,
-                  train="/data/sent/train.tsv", validation="/data/sent/dev.tsv",
-                  vocabulary=HFVocabulary("roberta-large"))
+    add_file_task("my_news", "classification", train="/data/news/train.csv",
+                  validation="/data/news/test.csv", vocabulary=HFVocabulary("roberta-large"),
+                  columns={"text_a": "text", "label": "topic"},
+                  labels=["World", "Sports", "Business", "Sci/Tech"])
 
-Columns (TSV: a header row naming them, tab-separated, no quoting; JSONL: one object per line):
-  classification   text_a, text_b (optional), label (int 0..n-1)
-  regression       text_a, text_b (optional), label (float)
-  multiple_choice  context, choices (JSONL: a list; TSV: choice_0 ... choice_{k-1}), label
+(or without Python, in a tasks file: `muppet_jax.data.tasks_file`). Each family's fields:
+  classification   text_a, text_b (optional), label (a name from `labels`, or an index)
+  regression       text_a, text_b (optional), label (a number)
+  multiple_choice  context, choices, label (the correct choice's index, or its name in `labels`)
   span             question, context, answer_start (character offset), answer_text
   summarization    document, summary
 
-Blank lines are skipped. Files are parsed in Python (`records.PythonSource`), where a bad row is
-an error naming its file, line and field.
+Formats, by extension (a task may mix them):
+  .tsv    tab-separated, no quoting; .csv: comma-separated with "quoted" fields (which may
+          hold commas and line breaks). The first row names the columns, unless `header` names
+          them (the file then has no header row). Multiple choice: one column per choice.
+  .jsonl  one JSON object per line; choices may be one list-valued field.
+`columns` maps fields to the file's column names (see `muppet_jax.data.rows`). Blank lines are
+skipped. Files are parsed in Python (`records.PythonSource`), where a bad row is an error naming
+its file, line and field.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import tensorflow as tf
 
-from muppet_jax.data.preprocessors import TEXT_FIELDS
+from muppet_jax.data import rows
 from muppet_jax.data.records import PythonSource, Record
 from muppet_jax.data.task_info import MuppetTask, TaskInfo, add_task
 from muppet_jax.data.vocabulary import HFVocabulary
 from muppet_jax.errors import UserError
 from muppet_jax.families import check_family
 
-_OPTIONAL = {"text_b": ""}
-# (path, line number, line, TSV column positions by name, or None for JSONL)
-Item = tuple[str, int, bytes, "dict[str, int] | None"]
+FORMATS = ("tsv", "csv", "jsonl")
+# (path, line number, the line (TSV, JSONL) or its cells (CSV), column positions by name or None
+# for JSONL)
+Item = tuple[str, int, "bytes | list[str]", "dict[str, int] | None"]
+
+
+def _format(path: str) -> str:
+  return path.rsplit(".", 1)[-1].lower()
 
 
 def _paths(spec: str | Sequence[str]) -> list[str]:
@@ -40,125 +54,149 @@ def _paths(spec: str | Sequence[str]) -> list[str]:
   paths = sorted(p for pattern in patterns for p in tf.io.gfile.glob(pattern))
   if not paths:
     raise UserError(f"no files match {patterns}; check the path (local or gs://)")
-  formats = {p.rsplit(".", 1)[-1] for p in paths}
-  if not formats <= {"tsv", "jsonl"} or len(formats) > 1:
-    raise UserError(f"task files must all be .tsv or all .jsonl, got {sorted(formats)}")
+  unknown = [p for p in paths if _format(p) not in FORMATS]
+  if unknown:
+    raise UserError(f"{unknown[0]}: unknown file format; task files end in .tsv, .csv or .jsonl")
   return paths
 
 
-def _file_columns(family: str, num_choices: int) -> list[str]:
-  """The columns of a family's TSV file (multiple choice: one per choice)."""
-  if family != "multiple_choice":
-    return list(TEXT_FIELDS[family])
-  return ["context", "label", *(f"choice_{i}" for i in range(num_choices))]
+def _open(path: str):
+  return tf.io.gfile.GFile(path, "rb") if "://" in path else open(path, "rb")
 
 
-def _lines(path: str) -> Iterator[bytes]:
-  with (tf.io.gfile.GFile(path, "rb") if "://" in path else open(path, "rb")) as f:
-    yield from f
+def _lines(path: str) -> Iterator[tuple[int, bytes | list[str]]]:
+  """(line number, line) of a TSV or JSONL file; (first line number, cells) of a CSV record."""
+  with _open(path) as f:
+    if _format(path) != "csv":
+      yield from enumerate(f, 1)
+      return
+    reader = csv.reader(io.TextIOWrapper(f, encoding="utf-8", newline=""))
+    line = 1
+    try:
+      for cells in reader:
+        yield line, cells
+        line = reader.line_num + 1
+    except (csv.Error, UnicodeDecodeError) as e:
+      raise UserError(f"{path}, line {reader.line_num}: {e}; fix or remove the row") from None
 
 
-def _first_line(path: str) -> bytes:
-  lines = _lines(path)
-  try:
-    return next(lines, b"")
-  finally:
-    lines.close()
+def _cells(path: str, line: bytes | list[str]) -> list[str]:
+  if isinstance(line, list):
+    return line
+  return line.decode("utf-8").rstrip("\r\n").split("\t")
 
 
-def _header(path: str, line: bytes, columns: list[str]) -> dict[str, int]:
-  names = line.decode("utf-8").rstrip("\r\n").split("\t")
-  missing = [c for c in columns if c not in names and c not in _OPTIONAL]
+def _blank(line: bytes | list[str]) -> bool:
+  return not any(c.strip() for c in line) if isinstance(line, list) else not line.strip()
+
+
+def _table_header(path: str, header: Sequence[str] | None, required: list[str],
+                  optional: list[str]) -> tuple[dict[str, int], bool]:
+  """A table's column positions by name, and whether its first row is the header."""
+  if header is None:
+    lines = _lines(path)
+    try:
+      names = _cells(path, next(lines, (1, b""))[1])
+    except UnicodeDecodeError as e:
+      raise UserError(f"{path}, line 1: {e}; files must be UTF-8") from None
+    finally:
+      lines.close()
+  else:
+    names = list(header)
+  missing = [c for c in required if c not in names]
   if missing:
-    raise UserError(f"{path} has columns {names}; missing {missing}")
-  return {c: names.index(c) for c in columns if c in names}
+    fix = ("name the file's columns with `header`" if header is None and not set(required) & set(
+        names) else "map the task's fields to the file's columns with `columns`")
+    raise UserError(f"{path} has columns {names}; missing {missing}: {fix}")
+  return {c: names.index(c) for c in required + optional if c in names}, header is None
 
 
-def _items(files: dict[str, list[str]], columns: list[str]) -> Callable[[str], Iterator[Item]]:
+def _items(files: dict[str, list[str]], headers: dict[str, tuple[dict[str, int], bool]]
+           ) -> Callable[[str], Iterator[Item]]:
   def items(split: str) -> Iterator[Item]:
     for path in files[split]:
-      header = None
-      for number, line in enumerate(_lines(path), 1):
-        if path.endswith(".tsv") and number == 1:
-          header = _header(path, line, columns)
-        elif line.strip():
-          yield path, number, line, header
+      positions, skip_first = headers.get(path, (None, False))
+      for number, line in _lines(path):
+        if not (skip_first and number == 1) and not _blank(line):
+          yield path, number, line, positions
   return items
 
 
-def _parser(family: str, num_classes: int) -> Callable[[Item], Record]:
-  """Rows to records in the family's text format; a bad row is a `UserError` naming it."""
-  fields = TEXT_FIELDS[family]
-  needs = ", ".join(f"{f} (optional)" if f in _OPTIONAL else f for f in fields)
-
-  def value(row: dict[str, Any], field: str) -> Any:
-    if field == "choices" and "choices" not in row:  # TSV: one column per choice.
-      return [value(row, f"choice_{i}") for i in range(num_classes)]
-    x = row.get(field, _OPTIONAL.get(field))
-    if x is None:
-      raise ValueError(f"no {field!r} (a {family} row needs {needs})")
-    if field == "choices":
-      if not isinstance(x, list) or len(x) != num_classes:
-        raise ValueError(f"choices must be a list of {num_classes} texts, got {x!r:.80}")
-      return [value({"choice": c}, "choice") for c in x]
-    if field in ("label", "answer_start"):
-      try:
-        number = float(x)
-      except (TypeError, ValueError):
-        raise ValueError(f"{field} {x!r} is not a number") from None
-      if family == "regression":
-        return number
-      if not number.is_integer():
-        raise ValueError(f"{field} {x!r} is not an integer")
-      if field == "label" and not 0 <= number < num_classes:
-        raise ValueError(f"label {x!r} is outside 0..{num_classes - 1} ({num_classes} "
-                         f"{'choices' if family == 'multiple_choice' else 'classes'})")
-      return int(number)
-    if not isinstance(x, (str, int, float)):
-      raise ValueError(f"{field} must be a text, got {x!r:.80}")
-    return str(x)
+def _file_parser(parse_row: Callable[[Mapping[str, Any]], Record]) -> Callable[[Item], Record]:
+  """File items to records; a bad row is a `UserError` naming its file and line."""
 
   def parse(item: Item) -> Record:
-    path, number, line, header = item
+    path, number, line, positions = item
     try:
-      if header is None:
+      if positions is None:
         row = json.loads(line)
         if not isinstance(row, dict):
           raise ValueError(f"expected a JSON object, got {line[:80]!r}")
       else:
-        cells = line.decode("utf-8").rstrip("\r\n").split("\t")
-        if len(cells) <= max(header.values()):
-          raise ValueError(f"{len(cells)} tab-separated fields, the header names "
-                           f"{max(header.values()) + 1}")
-        row = {name: cells[i] for name, i in header.items()}
-      return {field: value(row, field) for field in fields}
+        cells = _cells(path, line)
+        if len(cells) <= max(positions.values()):
+          kind = "comma" if _format(path) == "csv" else "tab"
+          raise ValueError(f"{len(cells)} {kind}-separated fields, the header names "
+                           f"{max(positions.values()) + 1}")
+        row = {name: cells[i] for name, i in positions.items()}
+      return parse_row(row)
     except (ValueError, UnicodeDecodeError) as e:  # json's errors are ValueErrors too.
       raise UserError(f"{path}, line {number}: {e}; fix or remove the row") from None
 
   return parse
 
 
+def class_count(family: str, num_classes: int | None, labels: Sequence[str],
+                columns: Mapping[str, Any]) -> int:
+  """Classes (choices) of a task: from its labels, its choice columns, or as given."""
+  counts = {}
+  if labels:
+    if family not in ("classification", "multiple_choice"):
+      raise UserError(f"labels are for classification and multiple choice tasks, not {family}")
+    if len(set(labels)) != len(labels):
+      raise UserError(f"labels {list(labels)} repeat a name")
+    counts["labels"] = len(labels)
+  if family == "multiple_choice" and isinstance(columns.get("choices"), (list, tuple)):
+    counts["choice columns"] = len(columns["choices"])
+  if num_classes:
+    counts["num_classes"] = num_classes
+  if len(set(counts.values())) > 1:
+    raise UserError(f"the class count is ambiguous: {counts}")
+  if family in ("classification", "multiple_choice") and not counts:
+    raise UserError(f"a {family} task needs its labels (or num_classes)")
+  return next(iter(counts.values()), 1)
+
+
 def add_file_task(name: str, family: str, *, train: str | Sequence[str],
                   validation: str | Sequence[str] | None = None, vocabulary: HFVocabulary,
-                  num_classes: int = 1, train_size: int | None = None,
-                  description: str = "") -> MuppetTask:
-  """Registers the seqio task `name` over TSV/JSONL files (see the module docstring).
+                  num_classes: int | None = None, columns: Mapping[str, Any] | None = None,
+                  header: Sequence[str] | None = None, labels: Sequence[str] = (),
+                  train_size: int | None = None, description: str = "") -> MuppetTask:
+  """Registers the seqio task `name` over TSV/CSV/JSONL files (see the module docstring).
 
-  num_classes: classes (classification) or choices per example (multiple choice).
+  num_classes: classes (classification) or choices per example (multiple choice), unless
+    `labels` (or a list of choice columns) give it.
   train_size: train examples, for mixture rates; counted from the files when not given.
   """
   check_family(family)
+  columns = dict(columns or {})
+  rows.check_columns(family, columns)
+  classes = class_count(family, num_classes, labels, columns)
   files = {"train": _paths(train)}
   if validation is not None:
     files["validation"] = _paths(validation)
-  columns = _file_columns(family, num_classes)
-  for path in (p for paths in files.values() for p in paths if p.endswith(".tsv")):
-    _header(path, _first_line(path), columns)
-  items = _items(files, columns)
-  source = PythonSource(items, family, list(files), num_choices=num_classes,
-                        parse=_parser(family, num_classes))
+  required, optional = rows.needed_columns(family, columns, classes)
+  headers = {}
+  for path in (p for paths in files.values() for p in paths):
+    if _format(path) != "jsonl":
+      headers[path] = _table_header(path, header, required, optional)
+    elif header is not None:
+      raise UserError(f"{path}: header names a table's columns; a JSONL file's are its keys")
+  items = _items(files, headers)
+  source = PythonSource(items, family, list(files), num_choices=classes,
+                        parse=_file_parser(rows.row_parser(family, classes, columns, labels)))
   if train_size is None:
     train_size = sum(1 for _ in items("train"))
-  info = TaskInfo(family, num_classes, train_size,
+  info = TaskInfo(family, classes, train_size, labels=tuple(labels),
                   description=description or f"local files {files['train'][0]}")
   return add_task(name, source, None, info, vocabulary)

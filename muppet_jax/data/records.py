@@ -62,13 +62,15 @@ class PythonSource(seqio.FunctionDataSource):
   """A seqio source over `items(split)`, the split's items in source order, each made a record
   in the family's text format by `parse` (only the items a reader takes are parsed). Both are
   module-level functions or closures, so that the token cache's fingerprint describes what they
-  read."""
+  read. `sources`: the TFDS sources the items come from, which `check_prepared` checks."""
 
   def __init__(self, items: Callable[[str], Iterable[object]], family: str,
                splits: Sequence[str], num_choices: int = 0,
                num_input_examples: Mapping[str, int] | None = None,
-               parse: Callable[[object], Record] = _same):
+               parse: Callable[[object], Record] = _same,
+               sources: Sequence[seqio.DataSource] = ()):
     self.items, self.parse, self.family = items, parse, family
+    self.sources = list(sources)
     signature = _signature(family, num_choices)
 
     def records(split: str) -> Iterator[Record]:

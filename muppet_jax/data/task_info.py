@@ -148,27 +148,42 @@ def check_prepared(task: seqio.Task) -> None:
 
   Understands a seqio.TfdsDataSource, and sources that read several of them (`.sources`).
   """
-  sources = getattr(task.source, "sources", [task.source])
-  for source in sources:
-    if not isinstance(source, seqio.TfdsDataSource):
-      continue
-    loader = source.tfds_dataset
-    name = loader.name
-    build = f"tfds build {name.rsplit(':', 1)[0]}" + (
-        f" --data_dir={loader.data_dir}" if loader.data_dir else "")
-    extra = " (the huggingface: namespace needs `pip install datasets`)" if name.startswith(
-        "huggingface:") else ""
-    try:
-      prepared = loader.builder.is_prepared()
-      where = loader.builder.data_dir_root
-    except Exception as e:  # TFDS raises many kinds for builders it can't even create offline.
-      raise UserError(f"dataset {name} of task {task.name!r} is not available "
-                      f"({type(e).__name__}); prepare it once, on a machine with network: "
-                      f"`{build}`{extra}") from e
-    if not prepared:
-      raise UserError(
-          f"dataset {name} of task {task.name!r} is not prepared in {where}; prepare it once, "
-          f"on a machine with network: `{build}`{extra}, or set TFDS_DATA_DIR to where it is")
+  for source in getattr(task.source, "sources", [task.source]):
+    if isinstance(source, seqio.TfdsDataSource):
+      check_tfds_prepared(source, task.name)
+
+
+def check_tfds_prepared(source: seqio.TfdsDataSource, task: str) -> None:
+  """Fails with instructions when the TFDS data `source` reads for `task` isn't prepared."""
+  loader = source.tfds_dataset
+  name = loader.name
+  build = f"tfds build {name.rsplit(':', 1)[0]}" + (
+      f" --data_dir={loader.data_dir}" if loader.data_dir else "")
+  extra = " (the huggingface: namespace needs `pip install datasets`)" if name.startswith(
+      "huggingface:") else ""
+  try:
+    prepared = loader.builder.is_prepared()
+    where = loader.builder.data_dir_root
+  except Exception as e:  # TFDS raises many kinds for builders it can't even create offline.
+    raise UserError(f"dataset {name} of task {task!r} is not available "
+                    f"({type(e).__name__}); prepare it once, on a machine with network: "
+                    f"`{build}`{extra}") from e
+  if not prepared:
+    raise UserError(
+        f"dataset {name} of task {task!r} is not prepared in {where}; prepare it once, "
+        f"on a machine with network: `{build}`{extra}, or set TFDS_DATA_DIR to where it is")
+
+
+def retokenize(task: MuppetTask, vocabulary: HFVocabulary) -> MuppetTask:
+  """Registers `task` again, under its name, tokenized with `vocabulary` (e.g. a catalog task
+  in a mixture of tasks for a BERT model)."""
+  seqio.TaskRegistry.remove(task.name)
+  again = MuppetTask(task.name, task.info, source=task.source,
+                     output_features=output_features(vocabulary),
+                     preprocessors=list(task.preprocessors),
+                     shuffle_buffer_size=task.shuffle_buffer_size)
+  seqio.TaskRegistry.add_provider(task.name, again)
+  return again
 
 
 def get_task(name: str) -> MuppetTask:

@@ -76,6 +76,9 @@ def _describe(x: Any, depth: int = 0) -> str:
   if isinstance(x, seqio.FunctionDataSource):
     inner = getattr(x, "sources", None)
     return f"function_source({d(x._dataset_fn)}, {d(inner)})"  # noqa: SLF001
+  if dataclasses.is_dataclass(x) and not isinstance(x, type):  # E.g. a reader of rows.
+    fields = {f.name: getattr(x, f.name) for f in dataclasses.fields(x)}
+    return f"{type(x).__qualname__}({d(fields)})"
   if isinstance(x, (list, tuple)):
     return "[" + ", ".join(map(d, x)) + "]"
   if isinstance(x, Mapping):

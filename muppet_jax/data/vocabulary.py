@@ -135,8 +135,8 @@ class HFVocabulary(seqio.Vocabulary):
     return self.tokenizer.get_vocab() == other.tokenizer.get_vocab() and (
         self.special_template() == other.special_template())
 
-  def __hash__(self) -> int:
-    return hash((type(self), len(self.tokenizer)))
+  def __hash__(self) -> int:  # Consistent with __eq__, which subclasses (the demo's) share.
+    return hash(len(self.tokenizer))
 
   def __repr__(self) -> str:
     return f"HFVocabulary({self._path!r}, size={self.vocab_size})"
