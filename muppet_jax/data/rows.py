@@ -10,6 +10,7 @@ A row that doesn't fit raises a ValueError saying why; readers add where the row
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -96,7 +97,12 @@ def row_parser(family: str, num_classes: int, columns: Mapping[str, Any] | None 
       name = _text(x)
       if name in index_of:
         return index_of[name]
-    number = _number("label", x)
+      try:
+        number = float(name)
+      except ValueError:
+        number = math.nan
+    else:
+      number = _number("label", x)
     if not number.is_integer() or not 0 <= number < num_classes:
       named = f"one of {list(labels)} or " if labels else ""
       raise ValueError(f"label {x!r} is not {named}an integer in 0..{num_classes - 1} "

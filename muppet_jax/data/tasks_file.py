@@ -137,7 +137,7 @@ def _register_task(spec: Any, base: str, vocabulary: HFVocabulary) -> str:
       return name  # This file, loaded again.
     raise UserError(f"the name {name!r} is taken by a registered task (the catalog's, a task "
                     "module's or another file's); give yours another name")
-  common = dict(columns=spec.get("columns") or {}, labels=spec.get("labels") or (),
+  common = dict(columns=spec.get("columns") or {}, labels=spec.get("labels") or [],
                 num_classes=spec.get("num_classes"), train_size=spec.get("train_size"),
                 description=spec.get("description", ""))
   if not isinstance(common["columns"], dict):
