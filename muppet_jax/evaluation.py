@@ -208,7 +208,7 @@ class Evaluator:
     per_task, samples = {}, {}
     with partitioning.use_mesh(self.mesh):
       for task in self.tasks:
-        acc = self._accumulate(task, params)
+        acc = self.predict(task, params)
         per_task[task.name] = acc.metrics()
         if task.info.family == "summarization" and acc.pred:
           samples[task.name] = (acc.pred[0], acc.gold[0])
@@ -219,7 +219,7 @@ class Evaluator:
                 family_averages(per_task, families, primary).items()})
     return out, samples
 
-  def _accumulate(self, task: MuppetTask, params: Any) -> TaskAccumulator:
+  def predict(self, task: MuppetTask, params: Any) -> TaskAccumulator:
     """`task`'s predictions over (at most `eval.max_batches` of) its validation batches."""
     tokenizer = task.output_features["inputs"].vocabulary.tokenizer
     acc = TaskAccumulator(task, lambda ids: tokenizer.decode(ids, skip_special_tokens=True))
