@@ -51,6 +51,9 @@ def test_files_with_headers_column_maps_and_label_names(tmp_path, tokenizer, reg
                                     '"two\nlines",0\n')
   (tmp_path / "mc.csv").write_text("q,A,B,C,answer\nsky is,red,blue,green,B\n")
   (tmp_path / "sim.jsonl").write_text(json.dumps({"s1": "a", "s2": "b", "score": 3.5}) + "\n")
+  (tmp_path / "qa.jsonl").write_text(json.dumps({"q": "who?", "passage": "ann ran", "start": 0,
+                                                 "answer": "ann"}) + "\n")
+  (tmp_path / "sum.csv").write_text('article,highlights\n"a long, long text",short\n')
   path = _write(tmp_path / "tasks.yaml", textwrap.dedent("""\
       tasks:
         - name: my_news
@@ -65,12 +68,16 @@ def test_files_with_headers_column_maps_and_label_names(tmp_path, tokenizer, reg
            columns: {context: q, choices: [A, B, C], label: answer}, labels: [A, B, C]}
         - {name: my_sim, family: regression, train: sim.jsonl,
            columns: {text_a: s1, text_b: s2, label: score}}
+        - {name: my_qa, family: span, train: qa.jsonl, columns: {question: q,
+           context: passage, answer_start: start, answer_text: answer}}
+        - {name: my_sum, family: summarization, train: sum.csv,
+           columns: {document: article, summary: highlights}}
       mixtures:
         my_mix: [my_news, my_sst, my_mc, my_sim, demo_sentiment]
       """))
   registered = tasks_file.register(path, lambda: tokenizer)
-  assert registered == tasks_file.Registered(("my_news", "my_sst", "my_mc", "my_sim"),
-                                             ("my_mix",))
+  assert registered == tasks_file.Registered(
+      ("my_news", "my_sst", "my_mc", "my_sim", "my_qa", "my_sum"), ("my_mix",))
   # String labels by name, integer labels as indices; CSV quoting; headerless TSV.
   assert _records("my_news") == {"text_a": ["new chip, fast", "the final"], "text_b": ["", ""],
                                  "label": [3, 3]}
@@ -79,6 +86,9 @@ def test_files_with_headers_column_maps_and_label_names(tmp_path, tokenizer, reg
   assert _records("my_mc") == {"context": ["sky is"], "choices": [["red", "blue", "green"]],
                                "label": [1]}
   assert _records("my_sim") == {"text_a": ["a"], "text_b": ["b"], "label": [3.5]}
+  assert _records("my_qa") == {"question": ["who?"], "context": ["ann ran"], "answer_start": [0],
+                               "answer_text": ["ann"]}
+  assert _records("my_sum") == {"document": ["a long, long text"], "summary": ["short"]}
   news = get_task("my_news")
   assert (news.info.num_classes, news.info.train_size) == (4, 2)
   assert news.task_head().labels == ("World", "Sports", "Business", "Sci/Tech")
