@@ -10,8 +10,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from muppet_jax import inputs
-from muppet_jax.data import mixing, task_modules, tasks_file
+from muppet_jax.data import demo, mixing, task_modules, tasks_file
 from muppet_jax.data.task_info import get_task
+from muppet_jax.data.vocabulary import HFVocabulary
 from muppet_jax.errors import UserError
 from tasks import demo as demo_tasks
 
@@ -238,3 +239,13 @@ def test_the_tokenizer_comes_from_the_file_or_the_starting_model(tmp_path, tiny_
   named = _write(tmp_path / "named.json", {"tokenizer": str(tiny_mlm.path),
                                            "tasks": [{**task, "name": "my_tok2"}]})
   tasks_file.register(named, lambda: pytest.fail("the file names its tokenizer"))
+
+
+def test_a_checkpoints_tokenizer_is_written_once_to_the_cache(tmp_path, tiny_mlm):
+  from muppet_jax import convert
+  checkpoint = convert.convert(str(tiny_mlm.path), tmp_path / "ckpt")
+  path = inputs.start_tokenizer(str(checkpoint))
+  assert path.startswith(str(demo.cache_dir()))
+  saved = HFVocabulary(str(tiny_mlm.path)).tokenizer
+  assert HFVocabulary(path).tokenizer.get_vocab() == saved.get_vocab()
+  assert inputs.start_tokenizer(str(checkpoint)) == path  # Written once.
