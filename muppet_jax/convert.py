@@ -1,5 +1,5 @@
-"""Converts a Hugging Face RoBERTa/BERT masked-LM or BART checkpoint into a muppet_jax orbax
-checkpoint.
+"""Converts a Hugging Face RoBERTa/BERT (masked-LM or bare encoder) or BART checkpoint into a
+muppet_jax orbax checkpoint.
 
     python -m muppet_jax.convert --from-hf roberta-large --out gs://bucket/ckpt/roberta-large
     python -m muppet_jax.convert --from-hf facebook/bart-large --out gs://bucket/ckpt/bart-large

@@ -3,12 +3,13 @@
     python -m muppet_jax.export --checkpoint CKPT_DIR --out HF_DIR [--task TASK]
 
 Without --task: the whole pretrained model, what the published Muppet checkpoints are: RoBERTa
-as `RobertaForMaskedLM` (for `AutoModelForMaskedLM`), BART as `BartForConditionalGeneration`
-(for `AutoModelForSeq2SeqLM`; summarization trains its LM head). With --task (a pre-finetuned
-checkpoint): the model plus that task's trained head as `RobertaForSequenceClassification`,
-`RobertaForMultipleChoice`, `RobertaForQuestionAnswering`, `BartForSequenceClassification` or
-`BartForQuestionAnswering`. Either way: config.json, model.safetensors, and the tokenizer files
-when the source had them.
+or BERT as `RobertaForMaskedLM` or `BertForMaskedLM` (for `AutoModelForMaskedLM`), BART as
+`BartForConditionalGeneration` (for `AutoModelForSeq2SeqLM`; summarization trains its LM head).
+With --task (a pre-finetuned checkpoint): the model plus that task's trained head as
+`{Roberta,Bert}ForSequenceClassification` (with the task's class names as labels),
+`{Roberta,Bert}ForMultipleChoice`, `{Roberta,Bert}ForQuestionAnswering`,
+`BartForSequenceClassification` or `BartForQuestionAnswering`. Either way: config.json,
+model.safetensors, and the tokenizer files when the source had them.
 """
 
 from __future__ import annotations
@@ -61,10 +62,11 @@ def _task_tensors(model: pretrained.Pretrained, params, task: str, dtype: str,
   head = model.layout.index(entry.head)
   kind = model.layout.kinds[head]
   names = hf.weights_for(model.config)
+  architectures = names.task_architectures(model.config)
   if kind == "lm":
     raise UserError(f"task {task!r} trains the LM head, which is part of the model: export "
                     "without --task for BartForConditionalGeneration")
-  if kind not in names.TASK_ARCHITECTURES:
+  if kind not in architectures:
     raise UserError(f"task {task!r} trains a {kind} head, which has no transformers counterpart "
                     f"for a {model.config.model_type} model; export without --task for the "
                     "pre-finetuned model itself")
@@ -73,11 +75,12 @@ def _task_tensors(model: pretrained.Pretrained, params, task: str, dtype: str,
   tensors = names.export_task_tensors(
       params, model.config, kind, model.layout.index_in_kind()[head], num_labels, dtype)
   if kind == "classification":
+    labels = entry.labels or tuple(f"LABEL_{i}" for i in range(num_labels))
     hf_config.update(num_labels=num_labels,
-                     id2label={str(i): f"LABEL_{i}" for i in range(num_labels)},
-                     label2id={f"LABEL_{i}": i for i in range(num_labels)},
+                     id2label={str(i): label for i, label in enumerate(labels)},
+                     label2id={label: i for i, label in enumerate(labels)},
                      problem_type="regression" if regression else "single_label_classification")
-  return tensors, names.TASK_ARCHITECTURES[kind]
+  return tensors, architectures[kind]
 
 
 def main(argv: list[str]) -> int:

@@ -12,13 +12,13 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import ml_collections
-from jax.sharding import Mesh
+from jax.sharding import Mesh, PartitionSpec
 
-from muppet_jax import checkpointing, hf, partitioning, state
+from muppet_jax import checkpointing, hf, partitioning, progress, state
 from muppet_jax.errors import UserError
 from muppet_jax.families import HeadLayout, TaskHead
-from muppet_jax.hf import checkpoint_files
-from muppet_jax.models import bart, encoder, multitask, scan_layout
+from muppet_jax.hf import checkpoint_files, encoder_weights, weights
+from muppet_jax.models import bart, encoder, layers, multitask, scan_layout
 from muppet_jax.models.config import (BartConfig, EncoderConfig, ModelConfig, config_from_dict,
                                       config_from_hf, runtime_for)
 
@@ -32,7 +32,10 @@ class Pretrained:
   """A model's config and (sharded) parameters, with what export needs to write it back."""
 
   config: ModelConfig
-  params: Any  # EncoderForMaskedLM's or Bart's params; a trained checkpoint's also have `heads`.
+  # EncoderForMaskedLM's or Bart's params; a trained checkpoint's also have `heads`. A RoBERTa/BERT
+  # checkpoint's pooler, when it has one, rides along under `pooler` (`encoder_weights.POOLER`):
+  # no network of ours has it, but `state.init_state` starts the task heads that use it from it.
+  params: Any
   hf_config: dict[str, Any]  # The source config.json, kept so export preserves its other fields.
   tokenizer_files: dict[str, bytes]
   layout: HeadLayout | None = None  # The task heads of a pre-finetuned checkpoint.
@@ -47,6 +50,8 @@ class Pretrained:
     """The checkpoint metadata of this model; with `layout`, of it pre-finetuned on `tasks`."""
     meta = {"model_config": self.config.to_dict(), "hf_config": self.hf_config,
             "tokenizer_files": checkpointing.encode_files(self.tokenizer_files)}
+    if layout is None and encoder_weights.POOLER in (self.params or {}):
+      meta["pooler"] = True  # Not when pre-finetuned: the heads have taken the pooler over.
     if layout is not None:
       meta["heads"] = dataclasses.asdict(layout)
       meta["tasks"] = [dataclasses.asdict(t) for t in tasks]
@@ -62,10 +67,27 @@ def network(config: ModelConfig, layout: HeadLayout | None = None) -> nn.Module:
   return encoder.EncoderForMaskedLM(config)
 
 
-def abstract_params(config: ModelConfig, mesh: Mesh, layout: HeadLayout | None = None) -> Any:
-  """The parameter tree (with the task heads of `layout`, if given) as ShapeDtypeStructs carrying
-  their NamedShardings."""
-  return state.abstract_state(network(config, layout), mesh).params
+def abstract_params(config: ModelConfig, mesh: Mesh, layout: HeadLayout | None = None,
+                    pooler: bool = False) -> Any:
+  """The parameter tree (with the task heads of `layout`, if given, and an encoder's pooler if
+  `pooler`) as ShapeDtypeStructs carrying their NamedShardings."""
+  params = state.abstract_state(network(config, layout), mesh).params
+  if pooler:
+    # Sharded like one head of the stacked task heads that start from it.
+    logical = {"kernel": ((config.hidden_size, config.hidden_size), ("embed", "mlp")),
+               "bias": ((config.hidden_size,), ("mlp",))}
+    params[encoder_weights.POOLER] = {
+        name: _abstract(shape, axes, config.weights_dtype, mesh)
+        for name, (shape, axes) in logical.items()}
+  return params
+
+
+def _abstract(shape: tuple[int, ...], axes: tuple[str, ...], dtype: Any,
+              mesh: Mesh) -> jax.ShapeDtypeStruct:
+  """An array of `shape` with the NamedSharding of its logical `axes`."""
+  leaf = jax.ShapeDtypeStruct(shape, dtype)
+  sharding = partitioning.logical_to_mesh_sharding(PartitionSpec(*axes), leaf, mesh)
+  return jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
 
 
 def default_mesh() -> Mesh:
@@ -74,16 +96,47 @@ def default_mesh() -> Mesh:
 
 
 def from_hf(path_or_name: str, mesh: Mesh | None = None, **runtime: Any) -> Pretrained:
-  """Reads a Hugging Face RoBERTa/BERT masked-LM or BART checkpoint; `runtime` sets dtypes,
-  dropout, ..."""
+  """Reads a Hugging Face RoBERTa/BERT (masked-LM or bare encoder) or BART checkpoint, and logs
+  what it loaded; `runtime` sets dtypes, dropout, ...
+
+  Parts of the model that the checkpoint lacks as a whole (a bare encoder's masked-LM head) get
+  our init, which is transformers' `_init_weights`: normal(0, initializer_range) kernels, zero
+  biases, LayerNorms ones and zeros.
+  """
   mesh = mesh or default_mesh()
   ckpt = checkpoint_files.read_checkpoint(path_or_name)
   config = config_from_hf(ckpt.config, **runtime)
   in_loop = config.replace(scan_layers=False)  # Hugging Face's layout.
-  target = abstract_params(in_loop, mesh)
-  params = hf.weights_for(in_loop).import_params(ckpt.tensors, in_loop, target)
-  params = jax.tree.map(lambda x, t: jax.device_put(x, t.sharding), params, target)
+  target = abstract_params(in_loop, mesh, pooler=isinstance(config, EncoderConfig))
+  imported = hf.weights_for(in_loop).import_params(ckpt.tensors, in_loop, target)
+  params = _placed(imported.params, target)
+  for path, value in zip(imported.fresh, _initialized(in_loop, target, imported.fresh)):
+    weights.set_path(params, path, value)
+  progress.log(f"{path_or_name}: {imported.summary}")
   return Pretrained(config, scan_layout.match(params, config), ckpt.config, ckpt.tokenizer_files)
+
+
+def _placed(params: dict[str, Any], target: dict[str, Any]) -> dict[str, Any]:
+  """Host arrays put on the shardings of `target`, which may hold more entries."""
+  return {k: _placed(v, target[k]) if isinstance(v, dict) else jax.device_put(v, target[k].sharding)
+          for k, v in params.items()}
+
+
+def _initialized(config: ModelConfig, target: dict[str, Any],
+                 paths: Sequence[tuple[str, ...]]) -> list[jax.Array]:
+  """Our init of the parameters at `paths`, created in their shards (the rest of the model's
+  init is dead code to XLA)."""
+  if not paths:
+    return []
+  model = network(config)
+
+  def init(rng: jax.Array) -> list[jax.Array]:
+    params = nn.meta.unbox(layers.init_variables(model, rng))["params"]
+    return [weights.get_path(params, path) for path in paths]
+
+  # A fixed key: nothing trains these parts in pre-finetuning (the masked-LM head is frozen).
+  shardings = [weights.get_path(target, path).sharding for path in paths]
+  return jax.jit(init, out_shardings=shardings)(jax.random.key(0))
 
 
 def from_checkpoint(directory: str | os.PathLike, mesh: Mesh | None = None,
@@ -98,7 +151,8 @@ def from_checkpoint(directory: str | os.PathLike, mesh: Mesh | None = None,
   tasks = tuple(TaskHead(**t) for t in meta.get("tasks", ()))
   layout = HeadLayout.for_tasks(tasks) if "heads" in meta else None
   as_saved = config.replace(scan_layers=saved.scan_layers)
-  params = checkpointing.restore_params(directory, step, abstract_params(as_saved, mesh, layout))
+  params = checkpointing.restore_params(
+      directory, step, abstract_params(as_saved, mesh, layout, meta.get("pooler", False)))
   params = scan_layout.match(params, config)
   return step, Pretrained(config, params, meta["hf_config"],
                           checkpointing.decode_files(meta["tokenizer_files"]), layout, tasks)
@@ -108,7 +162,7 @@ def from_config(config: ml_collections.ConfigDict, vocabulary: Any, mesh: Mesh) 
   """The starting model of a run: `config.init_from` (a Hugging Face directory or hub name, a
   muppet_jax checkpoint directory, or empty for a random `config.model`), checked against the
   tasks' `vocabulary` and the data lengths. A checkpoint's task heads are dropped (heads start
-  fresh); a random model has params None."""
+  fresh, or from the pooler: see `Pretrained.params`); a random model has params None."""
   runtime = {k: config.model[k] for k in RUNTIME_KEYS}
   source = config.init_from
   if not source:

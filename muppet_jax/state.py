@@ -20,6 +20,7 @@ import optax
 from jax.sharding import Mesh, PartitionSpec
 
 from muppet_jax import partitioning
+from muppet_jax.hf import encoder_weights
 from muppet_jax.models import layers, scan_layout
 
 
@@ -60,11 +61,17 @@ def init_state(model: nn.Module, abstract: TrainState, rng: jax.Array,
                tx: optax.GradientTransformation | None = None,
                pretrained: Any = None) -> TrainState:
   """A fresh train state, created directly in the shards of `abstract` (no host ever holds a
-  whole array): new parameters, except the top-level entries of `pretrained`, taken as given."""
+  whole array): new parameters, except the top-level entries of `pretrained`, taken as given.
+  Its `pooler` (a RoBERTa/BERT checkpoint's, which no network has) starts the task heads that
+  transformers' task models start from it (`encoder_weights.heads_from_pooler`)."""
 
   def init(rng: jax.Array, kept: Any) -> TrainState:
+    kept = dict(kept)
+    pooler = kept.pop(encoder_weights.POOLER, None)
     kept = scan_layout.match(kept, model.config)  # Loop or scanned layers, as the model runs.
     params = {**nn.meta.unbox(layers.init_variables(model, rng))["params"], **kept}
+    if pooler is not None and "heads" in params:
+      params["heads"] = encoder_weights.heads_from_pooler(params["heads"], pooler, model.config)
     return TrainState(jnp.zeros((), jnp.int32), params, None if tx is None else tx.init(params))
 
   # Outside `partitioning.use_mesh`: out_shardings place the arrays; the models' activation

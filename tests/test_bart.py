@@ -140,8 +140,11 @@ def test_round_trip_through_convert_and_export_is_bit_identical(tiny_bart, tmp_p
   assert torch.equal(expected, got)
 
 
-def test_older_checkpoints_with_tied_copies_and_bare_bart_models_import(tiny_bart, models):
-  from safetensors.numpy import load_file
+def test_older_checkpoints_with_tied_copies_and_bare_bart_models_import(tiny_bart, models,
+                                                                         tmp_path, capsys):
+  import shutil
+
+  from safetensors.numpy import load_file, save_file
 
   from muppet_jax.errors import UserError
   from muppet_jax.hf import bart_weights
@@ -155,12 +158,17 @@ def test_older_checkpoints_with_tied_copies_and_bare_bart_models_import(tiny_bar
   old = {**tensors, "lm_head.weight": shared, "model.encoder.embed_tokens.weight": shared,
          "model.decoder.embed_tokens.weight": shared}
   bare = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-  a = bart_weights.import_params(old, ours.config, target)
-  b = bart_weights.import_params(bare, ours.config, target)
+  a = bart_weights.import_params(old, ours.config, target).params
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(jax.device_get(ours.params)), strict=True):
     np.testing.assert_array_equal(x, y)
-  assert not b["final_logits_bias"].any()
-  np.testing.assert_array_equal(b["shared"]["embedding"], shared)
+  shutil.copytree(tiny_bart.path, tmp_path / "bare")
+  save_file(bare, tmp_path / "bare" / "model.safetensors")
+  b = pretrained.from_hf(str(tmp_path / "bare"))
+  assert "newly initialized: the LM head's zero bias buffer (final_logits_bias)" in (
+      capsys.readouterr().out)
+  assert b.params["final_logits_bias"].shape == (1, hf_fixtures.VOCAB_SIZE)
+  assert not np.asarray(b.params["final_logits_bias"]).any()
+  np.testing.assert_array_equal(b.params["shared"]["embedding"], shared)
   with pytest.raises(UserError, match="untied lm_head.weight"):
     bart_weights.import_params({**tensors, "lm_head.weight": shared + 1}, ours.config, target)
   with pytest.raises(UserError, match="1 tensor\\(s\\) missing, e.g. model.decoder.layers.2.fc1"):

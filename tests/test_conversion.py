@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from safetensors.numpy import load_file
+from safetensors.numpy import load_file, save_file
 
 from muppet_jax import convert, export, pretrained
 from muppet_jax.errors import UserError
@@ -48,7 +48,8 @@ def test_export_loads_in_transformers_with_nothing_missing_and_equal_logits(roun
   saved, root = round_trip
   model, info = transformers.AutoModelForMaskedLM.from_pretrained(
       root / "export_1", output_loading_info=True)
-  assert type(model).__name__ == encoder_weights.ARCHITECTURES[saved.model_type][1]
+  assert type(model).__name__ == {"roberta": "RobertaForMaskedLM",
+                                  "bert": "BertForMaskedLM"}[saved.model_type]
   assert not info["missing_keys"] and not info["unexpected_keys"]
   assert not info["mismatched_keys"] and not info["error_msgs"]
   ids, mask, types = hf_fixtures.padded_batch(saved.model_type)
@@ -95,20 +96,26 @@ def _leaves(tree):
   return [np.asarray(x) for x in jax.tree.leaves(tree)]
 
 
-def test_old_layer_norm_names_and_tied_decoder_copies_are_understood(tmp_path):
+def test_old_layer_norm_names_tied_decoder_copies_and_unused_tensors_are_understood(tmp_path):
   model = hf_fixtures.tiny_mlm("bert")
   model.save_pretrained(tmp_path / "new")
   tensors = load_file(tmp_path / "new" / "model.safetensors")
   old = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"):
          v for k, v in tensors.items()}
   old["cls.predictions.decoder.weight"] = tensors["bert.embeddings.word_embeddings.weight"]
-  old["bert.pooler.dense.weight"] = np.zeros((32, 32), np.float32)  # Unused by a masked LM.
+  # BertForPreTraining's next-sentence head and an old position-id buffer: read, not used.
+  old["cls.seq_relationship.weight"] = np.ones((2, 32), np.float32)
+  old["cls.seq_relationship.bias"] = np.ones(2, np.float32)
+  old["bert.embeddings.position_ids"] = np.arange(64)[None]
   config = EncoderConfig.from_hf_config(model.config.to_dict())
   target = pretrained.abstract_params(config, pretrained.default_mesh())
   a = encoder_weights.import_params(tensors, config, target)
   b = encoder_weights.import_params(old, config, target)
-  for x, y in zip(_leaves(a), _leaves(b), strict=True):
+  for x, y in zip(_leaves(a.params), _leaves(b.params), strict=True):
     np.testing.assert_array_equal(x, y)
+  assert a.summary == "loaded 42 tensors; newly initialized: none; unused: none"
+  assert b.summary == ("loaded 42 tensors; newly initialized: none; unused: "
+                       "bert.embeddings.position_ids, cls.seq_relationship.* (2 tensors)")
 
 
 # Bad input.
@@ -146,6 +153,12 @@ def test_checkpoint_that_does_not_match_its_config(tiny_mlm, tmp_path):
   _one_line_error(pretrained.from_hf, str(path), match=r"missing.*layer\.2\.")
   _edit_config(path, num_hidden_layers=1)
   _one_line_error(pretrained.from_hf, str(path), match=r"unexpected.*layer\.1\.")
+  # A masked-LM head is all there (a bare encoder has none of it) or an error.
+  _edit_config(path, num_hidden_layers=2)
+  tensors = load_file(path / "model.safetensors")
+  del tensors["lm_head.dense.weight"]
+  save_file(tensors, path / "model.safetensors")
+  _one_line_error(pretrained.from_hf, str(path), match=r"1 tensor\(s\) missing, e.g. lm_head.dense")
 
 
 @pytest.mark.parametrize("tiny_mlm", ["roberta"], indirect=True)

@@ -49,14 +49,15 @@ def weight_map(config: BartConfig) -> list[Rule]:
 
 def spec(config: BartConfig) -> WeightSpec:
   """The rules, plus the tied copies older checkpoints hold of the shared embeddings and the
-  buffer (`final_logits_bias`, zeros) that bare `BartModel` checkpoints lack."""
+  buffer that bare `BartModel` checkpoints lack (`final_logits_bias`: zeros from our init, as in
+  transformers)."""
   shared = "model.shared.weight"
   return WeightSpec(
       weight_map(config), ARCHITECTURE,
       tied={"model.encoder.embed_tokens.weight": shared,
             "model.decoder.embed_tokens.weight": shared, "lm_head.weight": shared},
       ignored=("model.encoder.version", "model.decoder.version"),
-      optional=("final_logits_bias",))
+      fresh={"final_logits_bias": "the LM head's zero bias buffer"})
 
 
 def _normalize_names(tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -68,7 +69,7 @@ def _normalize_names(tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]
 
 
 def import_params(tensors: Mapping[str, np.ndarray], config: BartConfig,
-                  abstract_params: Mapping[str, Any]) -> dict[str, Any]:
+                  abstract_params: Mapping[str, Any]) -> weights.Imported:
   """PyTorch-named tensors -> our parameter tree (see `weights.import_params`)."""
   return weights.import_params(_normalize_names(tensors), spec(config), config.param_dtype,
                                abstract_params)
@@ -82,6 +83,12 @@ def export_tensors(params: Mapping[str, Any], config: BartConfig,
 def hf_architecture(config: BartConfig) -> str:
   del config
   return ARCHITECTURE
+
+
+def task_architectures(config: BartConfig) -> dict[str, str]:
+  """The transformers class of a --task export, per head kind."""
+  del config
+  return TASK_ARCHITECTURES
 
 
 def export_task_tensors(params: Mapping[str, Any], config: BartConfig, kind: str, index: int,

@@ -67,7 +67,21 @@ class WeightSpec:
   architecture: str  # The transformers class the rules describe.
   tied: Mapping[str, str] = dataclasses.field(default_factory=dict)  # Copy name -> source name.
   ignored: tuple[str, ...] = ()  # Name prefixes of tensors the model doesn't use.
-  optional: tuple[str, ...] = ()  # Tensors that default to zeros when absent (buffers).
+  # Name prefix -> what it is: parts of the model that a checkpoint may lack as a whole (a bare
+  # encoder's masked-LM head); they then start from the model's own initialization.
+  fresh: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  # What they are -> rules: tensors beyond the model, kept under our paths when a checkpoint has
+  # them (the encoder's pooler, which starts task heads); export does not write them.
+  extra: Mapping[str, list[Rule]] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Imported:
+  """A checkpoint's tensors as our parameter tree, and an account of them."""
+
+  params: dict[str, Any]  # Every tensor read; without the `fresh` parts.
+  fresh: tuple[Path, ...]  # Our paths of the parts the checkpoint lacks, for the model to init.
+  summary: str  # One line: what was loaded, what is newly initialized, what is unused.
 
 
 def set_path(tree: dict, path: Path, value: Any) -> None:
@@ -83,28 +97,32 @@ def get_path(tree: Mapping, path: Path) -> Any:
 
 
 def import_params(tensors: Mapping[str, np.ndarray], spec: WeightSpec, param_dtype: str,
-                  abstract_params: Mapping[str, Any]) -> dict[str, Any]:
+                  abstract_params: Mapping[str, Any]) -> Imported:
   """PyTorch-named tensors -> our parameter tree, checked against the model's shapes.
 
-  `abstract_params` is the model's parameter tree (e.g. from `jax.eval_shape`); every tensor must
-  be there with the right shape, and nothing unknown may be left over.
+  `abstract_params` is the model's parameter tree (e.g. from `jax.eval_shape`), with the paths of
+  `spec.extra` too; every tensor must be there with the right shape, except whole `fresh` parts
+  and `extra` groups, and nothing unknown may be left over.
   """
   dtype = np.dtype(param_dtype)
   params: dict[str, Any] = {}
-  missing, mismatched = [], []
-  for path, name, transform in spec.rules:
+  missing, mismatched, loaded = [], [], []
+  absent = {prefix: [r for r in spec.rules if r[1].startswith(prefix)] for prefix in spec.fresh
+            if not any(n.startswith(prefix) for n in tensors)}
+  fresh = [rule for rules in absent.values() for rule in rules]
+  extra = [rule for rules in spec.extra.values() if any(r[1] in tensors for r in rules)
+           for rule in rules]
+  for path, name, transform in [r for r in spec.rules if r not in fresh] + extra:
     expected = tuple(get_path(abstract_params, path).shape)
     if name not in tensors:
-      if name in spec.optional:
-        set_path(params, path, np.zeros(expected, dtype))
-      else:
-        missing.append(name)
+      missing.append(name)
       continue
     x = tensors[name]
     if tuple(x.shape) != transform.hf_shape(expected):
       mismatched.append(f"{name} {tuple(x.shape)} vs expected {transform.hf_shape(expected)}")
       continue
     set_path(params, path, transform.to_flax(np.asarray(x), expected).astype(dtype))
+    loaded.append(name)
   if mismatched:
     raise UserError(f"checkpoint does not match the config: {len(mismatched)} tensor(s) have other "
                     f"shapes, e.g. {'; '.join(mismatched[:3])}")
@@ -115,13 +133,34 @@ def import_params(tensors: Mapping[str, np.ndarray], spec: WeightSpec, param_dty
     if name in tensors and not np.array_equal(tensors[name], tensors[source]):
       raise UserError(f"checkpoint has an untied {name} (differs from {source}); only tied "
                       "output embeddings are supported")
-  known = {name for _, name, _ in spec.rules}
-  unexpected = [n for n in tensors
-                if n not in known and n not in spec.tied and not n.startswith(spec.ignored)]
+  known = {name for _, name, _ in spec.rules + extra}
+  unknown = [n for n in tensors if n not in known and n not in spec.tied]
+  unexpected = [n for n in unknown if not n.startswith(spec.ignored)]
   if unexpected:
     raise UserError(f"checkpoint does not match the config: {len(unexpected)} unexpected "
                     f"tensor(s), e.g. {', '.join(sorted(unexpected)[:3])}")
-  return params
+  summary = f"loaded {len(loaded)} tensors"
+  for what, rules in spec.extra.items():
+    if rules[0] in extra:
+      summary += f", with {what}"
+  news = [f"{spec.fresh[prefix]} ({rules[0][1]})" if len(rules) == 1
+          else f"{spec.fresh[prefix]} ({prefix}*, {len(rules)} tensors)"
+          for prefix, rules in absent.items()]
+  summary += f"; newly initialized: {', '.join(news) or 'none'}; unused: {_grouped(unknown)}"
+  return Imported(params, tuple(path for path, _, _ in fresh), summary)
+
+
+def _grouped(names: list[str], shown: int = 4) -> str:
+  """A few tensor names, a layer's (`x.weight`, `x.bias`) as one `x.*`."""
+  groups: dict[str, int] = {}
+  for name in sorted(names):
+    stem, _, last = name.rpartition(".")
+    key = f"{stem}.*" if last in ("weight", "bias") else name
+    groups[key] = groups.get(key, 0) + 1
+  items = [f"{key} ({n} tensors)" if n > 1 else key for key, n in list(groups.items())[:shown]]
+  if len(groups) > shown:
+    items.append(f"{len(groups) - shown} more")
+  return ", ".join(items) or "none"
 
 
 def export_tensors(params: Mapping[str, Any], spec: WeightSpec,
