@@ -6,6 +6,7 @@ import json
 import pathlib
 from typing import NamedTuple
 
+import safetensors.torch
 import torch
 import transformers
 
@@ -36,6 +37,28 @@ def tiny_mlm(model_type: str, seed: int = 0, **overrides) -> transformers.PreTra
     for p in model.parameters():
       p.add_(0.05 * torch.randn_like(p))
   return model
+
+
+def tiny_bare(model_type: str, pooler: bool = True, seed: int = 0) -> transformers.PreTrainedModel:
+  """A random bare encoder (`BertModel`, `RobertaModel`: no masked-LM head), every tensor
+  non-trivial; with or without the pooler."""
+  torch.manual_seed(seed)
+  cls = {"roberta": transformers.RobertaModel, "bert": transformers.BertModel}
+  model = cls[model_type](tiny_config(model_type), add_pooling_layer=pooler).eval()
+  with torch.no_grad():
+    for p in model.parameters():
+      p.add_(0.05 * torch.randn_like(p))
+  return model
+
+
+def save_prefixed(model: transformers.PreTrainedModel, path: pathlib.Path) -> None:
+  """`model` saved with its tensors named under the base model prefix (`bert.embeddings...`),
+  as the encoder part of a task model's checkpoint names them."""
+  model.save_pretrained(path)
+  prefix = model.base_model_prefix
+  safetensors.torch.save_file({f"{prefix}.{k}": v.contiguous()
+                               for k, v in model.state_dict().items()},
+                              path / "model.safetensors", metadata={"format": "pt"})
 
 
 def save_tokenizer(model_type: str, path: pathlib.Path) -> None:
