@@ -11,6 +11,7 @@ if "MUPPET_JAX_CACHE" not in os.environ:  # Hermetic: the demo tokenizer is buil
   os.environ["MUPPET_JAX_CACHE"] = tempfile.mkdtemp(prefix="muppet_jax_cache_")
 
 import pytest  # noqa: E402
+import seqio  # noqa: E402
 
 import tasks  # noqa: E402,F401  (registers the seqio tasks and mixtures)
 from tests import hf_fixtures  # noqa: E402
@@ -30,3 +31,14 @@ def tiny_bart(tmp_path_factory) -> hf_fixtures.SavedModel:
   path = tmp_path_factory.mktemp("bart") / "hf"
   hf_fixtures.save_tiny_bart(path)
   return hf_fixtures.SavedModel("bart", path)
+
+
+@pytest.fixture
+def registry():
+  """Removes the seqio tasks and mixtures a test registers, so that names can be reused."""
+  tasks, mixtures = set(seqio.TaskRegistry.names()), set(seqio.MixtureRegistry.names())
+  yield
+  for name in set(seqio.MixtureRegistry.names()) - mixtures:
+    seqio.MixtureRegistry.remove(name)
+  for name in set(seqio.TaskRegistry.names()) - tasks:
+    seqio.TaskRegistry.remove(name)

@@ -24,17 +24,6 @@ def tokenizer():
   return str(demo_tasks.VOCABULARY.path)
 
 
-@pytest.fixture
-def registry():
-  """Removes what a test registers, so that names can be reused."""
-  tasks, mixtures = set(seqio.TaskRegistry.names()), set(seqio.MixtureRegistry.names())
-  yield
-  for name in set(seqio.MixtureRegistry.names()) - mixtures:
-    seqio.MixtureRegistry.remove(name)
-  for name in set(seqio.TaskRegistry.names()) - tasks:
-    seqio.TaskRegistry.remove(name)
-
-
 def _records(name, split="train"):
   (block,) = get_task(name).text_blocks(split, LENGTHS, block_size=100)
   return {k: v.tolist() for k, v in block.items()}
