@@ -19,7 +19,7 @@ import sys
 import time
 
 import tqdm
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from muppet_jax import cli, inputs
@@ -73,7 +73,7 @@ def build(config, out: str, splits: list[str], only: list[str], worker: int, wor
 
 def main(argv: list[str]) -> None:
   del argv
-  logging.set_verbosity(logging.ERROR)
+  cli.absl_log_at_warning()
   if _CONFIG.value is None:
     raise app.UsageError("give --config=configs/prefinetune.py[:PRESET] and --out=DIR")
   with cli.user_errors():

@@ -10,7 +10,7 @@ import sys
 from typing import Callable, Iterator
 
 import ml_collections
-from absl import flags
+from absl import flags, logging
 from ml_collections import config_flags
 
 from muppet_jax.errors import UserError
@@ -30,6 +30,13 @@ def run(main: Callable[[list[str]], int], argv: list[str] | None = None) -> None
   """Runs `main` on the command line's arguments, user errors as one line."""
   with user_errors():
     sys.exit(main(sys.argv[1:] if argv is None else argv))
+
+
+def absl_log_at_warning() -> None:
+  """absl's Python log (orbax's lines on every save, at INFO) from WARNING up, unless the
+  command line sets --verbosity."""
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
 
 
 def parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS) -> list[str]:

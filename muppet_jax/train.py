@@ -21,7 +21,7 @@ import time
 import flax.linen as nn
 import jax
 import ml_collections
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from muppet_jax import checkpointing, cli, evaluation, inputs, losses, partitioning, pretrained
@@ -131,8 +131,7 @@ _MULTIHOST = flags.DEFINE_bool("multihost", False, "call jax.distributed.initial
 
 def main(argv: list[str]) -> None:
   del argv
-  # Keep orbax's per-save lines and seqio's advice on caching out of the training log.
-  logging.set_verbosity(logging.ERROR)
+  cli.absl_log_at_warning()
   if _CONFIG.value is None or not _WORKDIR.value:
     raise app.UsageError("give --config=configs/prefinetune.py[:PRESET] and --workdir=DIR")
   if _MULTIHOST.value:

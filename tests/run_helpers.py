@@ -1,8 +1,16 @@
-"""Shared by the end-to-end training tests: short demo configs and padded task-model inputs."""
+"""Shared by the end-to-end training tests: short demo configs, padded task-model inputs, and
+the start-up noise that a run's log goes without."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
+
+# What TensorFlow, CUDA, absl, jax, transformers and seqio print about themselves at start-up,
+# which a run's log goes without.
+START_NOISE = ("absl::InitializeLog", "oneDNN", "cudart_stub", "cuInit", "cpu_feature_guard",
+               "PyTorch was not found", "FunctionDataset", "Unable to initialize backend")
 
 
 def short_demo(config_module, **overrides):
@@ -13,6 +21,13 @@ def short_demo(config_module, **overrides):
                                      "eval.every_steps": 40, "eval.max_batches": 2,
                                      **overrides})
   return config
+
+
+def noise_lines(log: str) -> list[str]:
+  """The lines of `log` that are start-up noise, or absl-format INFO and WARNING lines (orbax's
+  on every save among them)."""
+  return [line for line in log.splitlines()
+          if re.match(r"[IW]\d{4} ", line) or any(n in line for n in START_NOISE)]
 
 
 def padded_inputs(rows: int, length: int, seed: int, pad_id: int = 1, high: int = 700):

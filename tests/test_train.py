@@ -48,6 +48,7 @@ def _cli(workdir, *args, env=None, wait=True):
              f"--workdir={workdir}", *args]
   # Two devices: sharded (fsdp=2) checkpoints, at a fraction of the conftest's eight's cost.
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", **(env or {})}
+  env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # The conftest's: as a user runs it, the package sets it.
   kwargs = dict(cwd=ROOT, env=env, text=True,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
   if wait:
@@ -90,6 +91,7 @@ def test_sigkill_and_restart_is_bit_identical_to_an_uninterrupted_run(tmp_path):
            "--config.log_every_steps=1000", "--config.model.hidden_dropout=0.1"]
   done = _cli(tmp_path / "straight", *steps)
   assert done.returncode == 0, done.stderr
+  assert run_helpers.noise_lines(done.stdout + done.stderr) == []
   killed = _cli(tmp_path / "killed", *steps, wait=False)
   _wait_for(tmp_path / "killed" / "checkpoints" / "5", killed)
   killed.send_signal(signal.SIGKILL)
@@ -160,6 +162,7 @@ def test_bad_input_is_one_clear_line_and_leaves_the_workdir_alone(demo_run, args
   errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
   assert len(errors) == 1 and message in errors[0], done.stderr[-2000:]
   assert "Traceback" not in done.stderr
+  assert run_helpers.noise_lines(done.stdout + done.stderr) == []
   assert _snapshot(workdir) == before
 
 
