@@ -1,5 +1,6 @@
-"""What a run reports as it goes (process 0): the compiled step's cost, and per log interval the
-losses, learning rate, throughput, TFLOP/s per device, MFU and ETA, as metrics and console lines."""
+"""What a run reports as it goes (process 0): its tasks and their rates, the compiled step's cost,
+and per log interval the losses, learning rate, throughput, TFLOP/s per device, MFU and ETA, as
+metrics and console lines."""
 
 from __future__ import annotations
 
@@ -51,6 +52,29 @@ def cluster_line(mesh: Mesh) -> str:
   kinds = sorted({d.device_kind for d in jax.devices()})
   return (f"process {jax.process_index()} of {jax.process_count()}: {jax.local_device_count()} "
           f"local of {jax.device_count()} devices ({', '.join(kinds)}), mesh {dict(mesh.shape)}")
+
+
+def task_lines(stream: MixtureStream) -> str:
+  """The stream's tasks with their train sizes and sampling rates, two to a line, and the
+  mixture's tasks it leaves out."""
+  c, total = stream.config, sum(stream.rates)
+  cells = [(t.name, f"{t.info.train_size:,}", f"{100 * r / total:.3g}%")
+           for t, r in zip(stream.tasks, stream.rates)]
+  widths = [max(len(cell[i]) for cell in cells) for i in range(3)]
+  cells = [f"{name:<{widths[0]}}  {size:>{widths[1]}}  {share:>{widths[2]}}"
+           for name, size, share in cells]
+  rows = -(-len(cells) // 2)  # Down the first column, then the second.
+  cap = f"{c.rate_cap:,}" if c.rate_cap else "none"
+  lines = [f"{len(cells)} tasks of {c.mixture}, train size and sampling rate "
+           f"(temperature {c.temperature:g}, cap {cap}):"]
+  lines += ["  " + "    ".join(cells[i::rows]) for i in range(rows)]
+  from muppet_jax.data import mixing  # Not at the top: seqio, which the benchmarks go without.
+  trained = {t.name for t in stream.tasks}
+  left_out = [t.name for t in mixing.mixture_tasks(c.mixture) if t.name not in trained]
+  if left_out:
+    lines.append(f"  left out ({', '.join(c.exclude_families)}, which this model can't train): "
+                 f"{', '.join(left_out)}")
+  return "\n".join(lines)
 
 
 def log_compiled(compiled: jax.stages.Compiled, seconds: float, stream: MixtureStream,

@@ -40,6 +40,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   tasks = inputs.prepared_tasks(config)
   start = pretrained.from_config(config, inputs.vocabulary(tasks), mesh)
   stream = inputs.train_stream(config, seq2seq=start.seq2seq)
+  progress.log(progress.task_lines(stream))
 
   # ------------------------------------------------------------ Model, loss and optimizer ---
   model = multitask.build(start.config, stream.layout)

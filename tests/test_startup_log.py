@@ -1,15 +1,18 @@
 """A quiet, honest start: importing muppet_jax keeps the libraries' start-up noise out of the
-log (TensorFlow's, through a filter that a crash can't swallow; absl advice, by message) and
-lets everything else through. The end-to-end start of `python -m muppet_jax.train` is checked
-in test_train.py."""
+log (TensorFlow's through a filter that a crash can't swallow, absl advice by message) and lets
+everything else through; the table of tasks that a run starts with. The end-to-end start of
+`python -m muppet_jax.train` is checked in test_train.py."""
 
 import os
 import signal
 import subprocess
 import sys
+import types
 
 from absl import logging
 
+from muppet_jax import progress
+from muppet_jax.data import mixing
 from tests import run_helpers
 
 
@@ -44,3 +47,19 @@ def test_library_advice_is_dropped_and_other_warnings_kept(caplog):
   logging.warning("a warning about the run")
   assert [r.getMessage() for r in caplog.records] == ["a warning about the run"]
 
+
+def test_task_lines_go_down_two_columns_and_name_what_is_left_out():
+  config = types.SimpleNamespace(mixture="muppet_demo", temperature=2.0, rate_cap=2500,
+                                 exclude_families=("summarization", "span"))
+  tasks = [t for t in mixing.mixture_tasks("muppet_demo")
+           if t.info.family not in config.exclude_families]
+  rates = mixing.rates("muppet_demo", config.temperature, config.rate_cap)
+  stream = types.SimpleNamespace(config=config, tasks=tasks,
+                                 rates=[rates[t.name] for t in tasks])
+  # Shares of sqrt(min(size, 2500)) over the five: 44.7, 50, 50, 38.7 and 49.0 of 232.4.
+  assert progress.task_lines(stream) == """\
+5 tasks of muppet_demo, train size and sampling rate (temperature 2, cap 2,500):
+  demo_choice      2,000  19.2%    demo_similarity  1,500  16.7%
+  demo_entailment  3,200  21.5%    demo_topic       2,400  21.1%
+  demo_sentiment   3,000  21.5%
+  left out (summarization, span, which this model can't train): demo_span, demo_summarize"""

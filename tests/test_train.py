@@ -91,7 +91,15 @@ def test_sigkill_and_restart_is_bit_identical_to_an_uninterrupted_run(tmp_path):
            "--config.log_every_steps=1000", "--config.model.hidden_dropout=0.1"]
   done = _cli(tmp_path / "straight", *steps)
   assert done.returncode == 0, done.stderr
+  # The start-up log: the tasks, and none of the libraries' noise.
   assert run_helpers.noise_lines(done.stdout + done.stderr) == []
+  assert """
+6 tasks of muppet_demo, train size and sampling rate (temperature 1, cap none):
+  demo_choice      2,000  13.7%    demo_similarity  1,500  10.3%
+  demo_entailment  3,200  21.9%    demo_span        2,500  17.1%
+  demo_sentiment   3,000  20.5%    demo_topic       2,400  16.4%
+  left out (summarization, which this model can't train): demo_summarize
+""" in done.stdout
   killed = _cli(tmp_path / "killed", *steps, wait=False)
   _wait_for(tmp_path / "killed" / "checkpoints" / "5", killed)
   killed.send_signal(signal.SIGKILL)
