@@ -52,6 +52,7 @@ class _ConcatenatedShards:
     self.streams = streams
     self.tasks, self.layout = streams[0].tasks, streams[0].layout
     self.task_heads = streams[0].task_heads
+    self.config, self.rates = streams[0].config, streams[0].rates
 
   def _cat(self, batches: list) -> dict:
     return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
