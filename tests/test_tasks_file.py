@@ -44,6 +44,7 @@ def test_files_with_headers_column_maps_and_label_names(tmp_path, tokenizer, reg
   (tmp_path / "qa.jsonl").write_text(json.dumps({"q": "who?", "passage": "ann ran", "start": 0,
                                                  "answer": "ann"}) + "\n")
   (tmp_path / "sum.csv").write_text('article,highlights\n"a long, long text",short\n')
+  # sst.csv through a URL, read as gs:// files are (tf.io.gfile).
   path = _write(tmp_path / "tasks.yaml", textwrap.dedent("""\
       tasks:
         - name: my_news
@@ -52,7 +53,7 @@ def test_files_with_headers_column_maps_and_label_names(tmp_path, tokenizer, reg
           header: [topic, text]
           columns: {text_a: text, label: topic}
           labels: [World, Sports, Business, Sci/Tech]
-        - {name: my_sst, family: classification, train: sst.csv,
+        - {name: my_sst, family: classification, train: "file://TMP/sst.csv",
            columns: {text_a: sentence, label: polarity}, labels: [negative, positive]}
         - {name: my_mc, family: multiple_choice, train: mc.csv,
            columns: {context: q, choices: [A, B, C], label: answer}, labels: [A, B, C]}
@@ -64,7 +65,7 @@ def test_files_with_headers_column_maps_and_label_names(tmp_path, tokenizer, reg
            columns: {document: article, summary: highlights}}
       mixtures:
         my_mix: [my_news, my_sst, my_mc, my_sim, demo_sentiment]
-      """))
+      """).replace("TMP", str(tmp_path)))
   registered = tasks_file.register(path, lambda: tokenizer)
   assert registered == tasks_file.Registered(
       ("my_news", "my_sst", "my_mc", "my_sim", "my_qa", "my_sum"), ("my_mix",))

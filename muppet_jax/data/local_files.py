@@ -25,8 +25,8 @@ its file, line and field.
 
 from __future__ import annotations
 
+import codecs
 import csv
-import io
 import json
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -70,7 +70,9 @@ def _lines(path: str) -> Iterator[tuple[int, bytes | list[str]]]:
     if _format(path) != "csv":
       yield from enumerate(f, 1)
       return
-    reader = csv.reader(io.TextIOWrapper(f, encoding="utf-8", newline=""))
+    # Lines keep their line breaks, so quoted fields may span lines (GFile, for gs://, can't be
+    # wrapped in a TextIOWrapper).
+    reader = csv.reader(codecs.iterdecode(f, "utf-8"))
     line = 1
     try:
       for cells in reader:
