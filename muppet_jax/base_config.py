@@ -32,7 +32,9 @@ def base_config() -> ml_collections.ConfigDict:
       # Your own tasks and mixtures, registered before `mixture` is resolved: a JSON/YAML
       # tasks file (muppet_jax/data/tasks_file.py), and comma-separated Python modules (names
       # or .py paths) that register seqio tasks when imported.
-      tasks_file="", task_modules=""))
+      tasks_file="", task_modules="",
+      # Train on the first fraction (0, 1] of each task's train split (sample efficiency).
+      train_fraction=1.0))
   c.loss_scaling = True  # Divide each example's loss by log n of its task.
   c.label_smoothing = 0.1  # Of the summaries' cross-entropy.
   # Summary positions whose LM logits ([rows, positions, vocab], float32) exist at once in the

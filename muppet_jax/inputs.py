@@ -95,7 +95,8 @@ def stream_config(config: ml_collections.ConfigDict, **changes: Any) -> batching
                 max_length=d.max_length, target_length=d.target_length, packing=d.packing,
                 max_segments=d.max_segments, seed=d.seed, temperature=d.temperature,
                 rate_cap=d.rate_cap or None, shared_heads=d.shared_heads,
-                homogeneous=d.batching == "homogeneous", row_groups=config.microbatches)
+                homogeneous=d.batching == "homogeneous", row_groups=config.microbatches,
+                train_fraction=d.train_fraction)
   return batching.StreamConfig(**{**fields, **changes})
 
 

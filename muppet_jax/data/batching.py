@@ -33,6 +33,7 @@ import concurrent.futures
 import dataclasses
 import itertools
 import json
+import math
 import os
 import queue
 import random
@@ -77,6 +78,9 @@ class StreamConfig:
   # example's sequences go to one group, so a multiple-choice softmax never spans microbatches.
   row_groups: int = 1
   num_epochs: int | None = None  # None: repeat each task forever (training).
+  # The train split's first ceil(fraction x TaskInfo.train_size) records only, for every task
+  # (sample-efficiency runs); rates stay those of the whole splits.
+  train_fraction: float = 1.0
   shuffle: bool = True
   block_size: int = 1024  # Records per tokenization call and shuffle block.
 
@@ -118,8 +122,8 @@ class MixtureStream(Iterator[Batch]):
     self._pool = concurrent.futures.ThreadPoolExecutor(
         max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="muppet_jax-read")
     lengths = {"inputs": c.max_length, "targets": c.target_length}
-    sources = [readers.source(t, c.split, lengths, self.shard, c.block_size, cache_dir)
-               for t in self.tasks]
+    sources = [readers.source(t, c.split, lengths, self.shard, c.block_size, cache_dir,
+                              self._stop(t)) for t in self.tasks]
     self.live_tasks = [t.name for t, s in zip(self.tasks, sources) if not s.cached]
     self._readers = [readers.TaskReader(i, t, s, seed=c.seed, shuffle=c.shuffle,
                                         num_epochs=c.num_epochs, pool=self._pool)
@@ -133,8 +137,16 @@ class MixtureStream(Iterator[Batch]):
     self.position = self._snapshot()  # Of the last batch `next` returned.
     _open_streams.add(self)
 
+  def _stop(self, task: Any) -> int | None:
+    """Where `task`'s records end for this stream: the train fraction's, or None (all)."""
+    if self.config.split != "train" or self.config.train_fraction == 1:
+      return None
+    return math.ceil(self.config.train_fraction * task.info.train_size)
+
   def _check(self) -> None:
     c = self.config
+    if not 0 < c.train_fraction <= 1:
+      raise UserError(f"train_fraction={c.train_fraction} must be in (0, 1]")
     vocabularies = {t.vocabulary for t in self.tasks}
     if len(vocabularies) > 1:
       raise UserError(f"mixture {c.mixture!r} mixes tasks with different vocabularies")
@@ -333,7 +345,11 @@ class MixtureStream(Iterator[Batch]):
     state = json.loads((directory / STATE_FILE).read_text())
     if state.get("format") != STATE_FORMAT or state["shard"][1] != self.shard.num_shards:
       return False
-    if state["config"] != json.loads(json.dumps(dataclasses.asdict(self.config))) or state[
+    # Positions saved before a field existed were made with its default.
+    defaults = {f.name: f.default for f in dataclasses.fields(StreamConfig)
+                if f.default is not dataclasses.MISSING}
+    saved = {**json.loads(json.dumps(defaults)), **state["config"]}
+    if saved != json.loads(json.dumps(dataclasses.asdict(self.config))) or state[
         "shard"][0] != self.shard.index:
       raise UserError(f"the input stream saved in {directory} was made with another data config "
                       "or shard; resume with the same data settings")

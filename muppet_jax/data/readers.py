@@ -32,15 +32,16 @@ class LiveSource:
   cached = False
 
   def __init__(self, task: MuppetTask, split: str, lengths: Mapping[str, int],
-               shard: seqio.ShardInfo, block_size: int):
+               shard: seqio.ShardInfo, block_size: int, stop: int | None = None):
     self.task, self.split, self.lengths = task, split, dict(lengths)
-    self.shard, self.block_size = shard, block_size
+    self.shard, self.block_size, self.stop = shard, block_size, stop
 
   def blocks(self, start: int) -> Iterator[Examples]:
     """Blocks start, start + 1, ... to the end of the split."""
     records = self.task.text_blocks(
         self.split, self.lengths, block_size=self.block_size, step=self.shard.num_shards,
-        start=self.shard.index + self.shard.num_shards * start * self.block_size)
+        start=self.shard.index + self.shard.num_shards * start * self.block_size,
+        stop=self.stop)
     encode = encoding.ENCODERS[self.task.info.family]
     while True:
       try:
@@ -59,15 +60,16 @@ class CachedSource:
   cached = True
 
   def __init__(self, cache: token_cache.CachedSplit, split: str, shard: seqio.ShardInfo,
-               block_size: int):
+               block_size: int, stop: int | None = None):
     self.cache, self.split, self.shard, self.block_size = cache, split, shard, block_size
+    self.num_records = min(cache.num_records, stop) if stop is not None else cache.num_records
 
   def blocks(self, start: int) -> Iterator[Examples]:
     block = start
     while True:
       local = block * self.block_size + np.arange(self.block_size)
       index = self.shard.index + self.shard.num_shards * local
-      index = index[index < self.cache.num_records]
+      index = index[index < self.num_records]
       if not len(index):
         return
       yield self.cache.records(index)
@@ -75,12 +77,14 @@ class CachedSource:
 
 
 def source(task: MuppetTask, split: str, lengths: Mapping[str, int], shard: seqio.ShardInfo,
-           block_size: int, cache_dir: str | None) -> LiveSource | CachedSource:
-  """The cached split where `cache_dir` has it (and it matches this run), live otherwise."""
+           block_size: int, cache_dir: str | None,
+           stop: int | None = None) -> LiveSource | CachedSource:
+  """The cached split where `cache_dir` has it (and it matches this run), live otherwise; only
+  its records before `stop` (None: all)."""
   cached = token_cache.open_split(cache_dir, task, split, lengths) if cache_dir else None
   if cached is None:
-    return LiveSource(task, split, lengths, shard, block_size)
-  return CachedSource(cached, split, shard, block_size)
+    return LiveSource(task, split, lengths, shard, block_size, stop)
+  return CachedSource(cached, split, shard, block_size, stop)
 
 
 class TaskReader:
