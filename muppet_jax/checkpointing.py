@@ -43,10 +43,11 @@ def _manager(directory: epath.Path, *, create: bool, asynchronous: bool = False,
 
 
 def save_model(directory: str | os.PathLike, params: Any, model_metadata: Mapping[str, Any],
-               step: int = 0) -> epath.Path:
-  """Writes `params` and `model_metadata` as step `step` of the checkpoint root `directory`."""
+               step: int = 0, keep: int | None = None) -> epath.Path:
+  """Writes `params` and `model_metadata` as step `step` of the checkpoint root `directory`;
+  with `keep`, the older steps beyond the last `keep` go once it is written."""
   directory = epath.Path(directory).expanduser()
-  with _manager(directory, create=True) as manager:
+  with _manager(directory, create=True, keep=keep) as manager:
     if step in manager.all_steps():
       raise UserError(f"{directory} already has a checkpoint at step {step}; not overwriting it")
     manager.save(step, args=ocp.args.Composite(

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import ml_collections
 from jax.sharding import Mesh, PartitionSpec
 
@@ -158,11 +159,13 @@ def from_checkpoint(directory: str | os.PathLike, mesh: Mesh | None = None,
                           checkpointing.decode_files(meta["tokenizer_files"]), layout, tasks)
 
 
-def from_config(config: ml_collections.ConfigDict, vocabulary: Any, mesh: Mesh) -> Pretrained:
+def from_config(config: ml_collections.ConfigDict, vocabulary: Any, mesh: Mesh,
+                keep_heads: bool = False) -> Pretrained:
   """The starting model of a run: `config.init_from` (a Hugging Face directory or hub name, a
   muppet_jax checkpoint directory, or empty for a random `config.model`), checked against the
   tasks' `vocabulary` and the data lengths. A checkpoint's task heads are dropped (heads start
-  fresh, or from the pooler: see `Pretrained.params`); a random model has params None."""
+  fresh, or from the pooler: see `Pretrained.params`) unless `keep_heads` (see `reuse_heads`);
+  a random model has params None."""
   runtime = {k: config.model[k] for k in RUNTIME_KEYS}
   source = config.init_from
   if not source:
@@ -171,12 +174,47 @@ def from_config(config: ml_collections.ConfigDict, vocabulary: Any, mesh: Mesh) 
                        _tokenizer_files(vocabulary))
   elif pathlib.Path(source).is_dir() and not (pathlib.Path(source) / "config.json").exists():
     _, model = from_checkpoint(source, mesh, **runtime)
-    model = dataclasses.replace(model, layout=None, tasks=(),
-                                params={k: v for k, v in model.params.items() if k != "heads"})
+    if not keep_heads:
+      model = dataclasses.replace(model, layout=None, tasks=(),
+                                  params={k: v for k, v in model.params.items() if k != "heads"})
   else:
     model = from_hf(source, mesh, **runtime)
   _check_fits(model.config, vocabulary, config.data)
   return model
+
+
+def reuse_heads(model: Pretrained, layout: HeadLayout, tasks: Sequence[TaskHead]) -> Pretrained:
+  """`model` with task heads for `layout`, each the trained head of its `tasks` in the
+  pre-finetuned `model` (its classification stack cut to `layout`'s width): a run that continues
+  its tasks' heads instead of starting them afresh."""
+  trained = {t.name: t for t in model.tasks}
+  for task in tasks:
+    entry = trained.get(task.name)
+    if entry is None:
+      known = ", ".join(trained) or "none: it is not a pre-finetuned muppet_jax checkpoint"
+      raise UserError(f"the start has no trained head for task {task.name!r} (its tasks: "
+                      f"{known}); start the head afresh (head=new)")
+    if (entry.family, entry.num_classes) != (task.family, task.num_classes):
+      raise UserError(f"task {task.name!r} is a {task.family} task with {task.num_classes} "
+                      f"outputs here but {entry.family} with {entry.num_classes} in the start; "
+                      "start the head afresh (head=new)")
+  # Each new head, by kind, from the trained head of the (first) task that uses it.
+  source = {kind: [] for kind in layout.kinds}
+  for name, kind in zip(layout.names, layout.kinds):
+    task = next(t for t in tasks if t.head == name)
+    old = model.layout.index(trained[task.name].head)
+    source[kind].append(model.layout.index_in_kind()[old])
+  heads = {}
+  for key, stacked in model.params["heads"].items():
+    kind = next((k for k in source if key.startswith(f"{k}_")), None)
+    if kind is None:  # A kind of head this run doesn't train.
+      continue
+    picked = stacked[jnp.asarray(source[kind])]
+    if key.startswith("classification_out_proj"):
+      picked = picked[..., :layout.num_classes]
+    heads[key] = picked
+  params = {**{k: v for k, v in model.params.items() if k != "heads"}, "heads": heads}
+  return dataclasses.replace(model, params=params, layout=layout, tasks=tuple(tasks))
 
 
 def _check_fits(c: ModelConfig, vocabulary: Any, data: ml_collections.ConfigDict) -> None:

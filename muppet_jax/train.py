@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -31,16 +32,25 @@ from muppet_jax.models import multitask
 from muppet_jax.preemption import Preemption
 
 
-def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Runs (or resumes) pre-finetuning in `workdir`; returns the last evaluation's metrics."""
+# Called after every evaluation with (step, metrics, params, checkpoint metadata); True ends the
+# run there (early stopping). Fine-tuning keeps its best step with it.
+EvalHook = Callable[[int, dict[str, float], Any, dict[str, Any]], bool]
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, on_eval: EvalHook | None = None,
+          reuse_heads: bool = False) -> dict[str, float]:
+  """Runs (or resumes) pre-finetuning in `workdir`; returns the last evaluation's metrics.
+  `reuse_heads`: the tasks' heads start from a pre-finetuned `init_from`'s trained ones."""
   # --------------------------------------------------------------- Mesh and input pipeline ---
   mesh = partitioning.make_mesh(dict(config.mesh))
   progress.log(progress.cluster_line(mesh), every_host=True)
   inputs.check_batch_size(config, mesh)
   tasks = inputs.prepared_tasks(config)
-  start = pretrained.from_config(config, inputs.vocabulary(tasks), mesh)
+  start = pretrained.from_config(config, inputs.vocabulary(tasks), mesh, keep_heads=reuse_heads)
   stream = inputs.train_stream(config, seq2seq=start.seq2seq)
   progress.log(progress.task_lines(stream))
+  if reuse_heads:
+    start = pretrained.reuse_heads(start, stream.layout, stream.task_heads)
 
   # ------------------------------------------------------------ Model, loss and optimizer ---
   model = multitask.build(start.config, stream.layout)
@@ -84,15 +94,16 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   # ------------------------------------------------------------------------------ Loop ---
   writer = MetricWriter(workdir)
 
-  def evaluate(step: int) -> dict[str, float]:
+  def evaluate(step: int) -> tuple[dict[str, float], bool]:
+    """The metrics, and whether `on_eval` ends the run."""
     metrics, samples = evaluator(train_state.params)
     writer.write(step, metrics)
     progress.log(progress.eval_lines(step, metrics, samples))
-    return metrics
+    return metrics, bool(on_eval and on_eval(step, metrics, train_state.params, metadata))
 
-  last_eval = {}
+  last_eval, early = {}, False
   if config.eval.at_start and first_step == 0:  # The starting point, to compare against.
-    last_eval = evaluate(0)
+    last_eval, _ = evaluate(0)  # Training has yet to start: nothing to stop.
   meter = progress.Meter(config, flops_per_step, first_step)
   step = first_step
   with stream, Preemption() as preemption:
@@ -108,12 +119,15 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
         writer.write(step, summary)
         progress.log(meter.line(step, summary))
       if step % config.eval.every_steps == 0 or last:
-        last_eval = evaluate(step)
+        last_eval, early = evaluate(step)
       stop = preemption.requested()
-      if step % config.checkpoint.every_steps == 0 or last or stop:
+      if step % config.checkpoint.every_steps == 0 or last or stop or early:
         checkpoints.save(step, train_state, metadata, stream)
       if stop:
         progress.log(f"SIGTERM: saved step {step}; rerun the same command to resume")
+        break
+      if early and not last:
+        progress.log(f"stopped early at step {step}")
         break
   meter.close()
   checkpoints.wait()
@@ -123,27 +137,36 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   return last_eval
 
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/prefinetune.py[:PRESET]",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "where checkpoints, logs and metrics go")
-_MULTIHOST = flags.DEFINE_bool("multihost", False, "call jax.distributed.initialize() first (TPU "
-                               "pods, or GPU clusters with the coordinator set in the environment)")
+# Shared by the commands that train (`muppet_jax.finetune` too).
+CONFIG = config_flags.DEFINE_config_file("config", None, "configs/FILE.py[:PRESET]",
+                                         lock_config=True)
+WORKDIR = flags.DEFINE_string("workdir", None, "where checkpoints, logs and metrics go")
+MULTIHOST = flags.DEFINE_bool("multihost", False, "call jax.distributed.initialize() first (TPU "
+                              "pods, or GPU clusters with the coordinator set in the environment)")
 
 
 def main(argv: list[str]) -> None:
   del argv
+  config, workdir = command_setup("configs/prefinetune.py[:PRESET]")
+  with cli.user_errors():
+    train(config, workdir)
+
+
+def command_setup(config_usage: str) -> tuple[ml_collections.ConfigDict, str]:
+  """The command line's config and workdir, after what every training command sets up first:
+  absl's log level, the cluster (--multihost) and the compilation cache."""
   cli.absl_log_at_warning()
-  if _CONFIG.value is None or not _WORKDIR.value:
-    raise app.UsageError("give --config=configs/prefinetune.py[:PRESET] and --workdir=DIR")
-  if _MULTIHOST.value:
+  if CONFIG.value is None or not WORKDIR.value:
+    raise app.UsageError(f"give --config={config_usage} and --workdir=DIR")
+  if MULTIHOST.value:
     # CPU processes need an implementation of cross-process collectives (TPUs and GPUs have
     # their own); jax.distributed finds its peers in a TPU pod's, SLURM's, Open MPI's or
     # Kubernetes' environment.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize()
   with cli.user_errors():
-    use_compilation_cache(_CONFIG.value.compilation_cache_dir, _WORKDIR.value)
-    train(_CONFIG.value, _WORKDIR.value)
+    use_compilation_cache(CONFIG.value.compilation_cache_dir, WORKDIR.value)
+  return CONFIG.value, WORKDIR.value
 
 
 def use_compilation_cache(directory: str, workdir: str) -> None:
