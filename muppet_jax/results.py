@@ -14,6 +14,7 @@ import argparse
 import collections
 import dataclasses
 import json
+import math
 import os
 import pathlib
 from typing import Iterable, Sequence
@@ -48,8 +49,9 @@ def read(directories: Iterable[str | os.PathLike]) -> list[Result]:
     for path in paths:
       data = json.loads(path.read_text())
       try:
+        best = math.nan if data["best"] is None else float(data["best"])  # Never evaluated.
         out.append(Result(str(data["task"]), str(data["start"]), float(data["fraction"]),
-                          int(data["seed"]), str(data["metric"]), float(data["best"])))
+                          int(data["seed"]), str(data["metric"]), best))
       except KeyError as e:
         raise UserError(f"{path} has no {e.args[0]!r}; it is not a fine-tuning results file"
                         ) from None
