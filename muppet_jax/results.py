@@ -49,9 +49,9 @@ def read(directories: Iterable[str | os.PathLike]) -> list[Result]:
     for path in paths:
       data = json.loads(path.read_text())
       try:
-        best = math.nan if data["best"] is None else float(data["best"])  # Never evaluated.
         out.append(Result(str(data["task"]), str(data["start"]), float(data["fraction"]),
-                          int(data["seed"]), str(data["metric"]), best))
+                          int(data["seed"]), str(data["metric"]),
+                          math.nan if data["best"] is None else float(data["best"])))
       except KeyError as e:
         raise UserError(f"{path} has no {e.args[0]!r}; it is not a fine-tuning results file"
                         ) from None
