@@ -191,6 +191,9 @@ def summary_line(results: list[dict[str, Any]]) -> str:
 
 def finetune(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]:
   """Every run of `config.finetune`, one after the other; each one's results."""
+  if "finetune" not in config:
+    raise UserError("the config has no finetune section; fine-tune with "
+                    "--config=configs/finetune.py[:PRESET] (or a config built on it)")
   if config.init_from == DEMO_START and not os.path.isdir(DEMO_START):
     raise UserError(f"no pre-finetuned demo model in {DEMO_START}; run the demo pre-finetuning "
                     "first (python -m muppet_jax.train --config=configs/prefinetune.py:demo "

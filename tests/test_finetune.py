@@ -204,6 +204,8 @@ def test_runs_and_their_configs():
     with pytest.raises(UserError, match=message):
       finetune.runs(_config("start", **{key: value}), "w")
   assert finetune.DEMO_START == finetune_configs.DEMO_START
+  with pytest.raises(UserError, match="configs/finetune.py"):
+    finetune.finetune(prefinetune.get_config("demo"), "w")
 
 
 def _cli(workdir, *args):
