@@ -188,6 +188,7 @@ TASK = {"name": "my_t", "family": "classification", "train": "t.tsv", "labels": 
     ({"columns": {"question": "q"}}, r"columns maps \['question'\], not fields of a "
                                      "classification task"),
     ({"family": "regression"}, "labels are for classification and multiple choice tasks"),
+    ({"header": "text_a"}, "header must be a list of column names"),
 ])
 def test_malformed_task_definitions_are_one_line_errors(tmp_path, tokenizer, registry, change,
                                                         problem):

@@ -35,6 +35,7 @@ import os
 from typing import Any, Callable, Iterator, Mapping
 
 import seqio
+import tensorflow as tf
 import yaml
 
 from muppet_jax.data import local_files, mixing, rows
@@ -63,9 +64,10 @@ class Registered:
 
 def read(path: str) -> dict[str, Any]:
   """The file's contents, checked to be a tasks file's top level."""
-  if not os.path.isfile(path):
+  if not tf.io.gfile.exists(path) or tf.io.gfile.isdir(path):
     raise UserError(f"tasks file {path} does not exist")
-  text = open(path, encoding="utf-8").read()
+  with tf.io.gfile.GFile(path, "r") as f:  # Local, or gs:// beside the data.
+    text = f.read()
   try:
     data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
   except json.JSONDecodeError as e:
@@ -88,7 +90,7 @@ def register(path: str, default_tokenizer: Callable[[], str]) -> Registered:
   """Registers the tasks and mixtures of the tasks file `path` (see the module docstring);
   `default_tokenizer()` names the tokenizer when the file doesn't."""
   data = read(path)
-  base = os.path.dirname(os.path.abspath(path))
+  base = os.path.dirname(path if "://" in path else os.path.abspath(path))
   tokenizer = data.get("tokenizer")
   if tokenizer:
     local = os.path.join(base, tokenizer)
@@ -147,10 +149,14 @@ def _register_task(spec: Any, base: str, vocabulary: HFVocabulary) -> str:
       isinstance(x, (str, int)) for x in common["labels"]):
     raise UserError(f"labels must be a list of names, got {common['labels']!r}")
   common["labels"] = [str(x) for x in common["labels"]]
+  header = spec.get("header")
+  if header is not None and (not isinstance(header, list) or not all(
+      isinstance(c, str) for c in header)):
+    raise UserError(f"header must be a list of column names, got {header!r}")
   if "train" in spec:
     files = {split: _resolve(spec[split], base) for split in ("train", "validation")
              if split in spec}
-    task = local_files.add_file_task(name, family, vocabulary=vocabulary, header=spec.get("header"),
+    task = local_files.add_file_task(name, family, vocabulary=vocabulary, header=header,
                                      **files, **common)
   else:
     for key in ("header", "validation"):
