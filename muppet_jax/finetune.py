@@ -136,8 +136,8 @@ def run_one(config: ml_collections.ConfigDict, run: Run) -> dict[str, Any]:
     progress.log(f"{run.workdir} has its results already; skipped")
     return json.loads((workdir / RESULTS_FILE).read_text())
   c = run_config(config, run)
-  best = BestStep(f"eval/{run.task}/{get_task(run.task).info.metrics[0]}",
-                  config.finetune.patience)
+  metric = get_task(run.task).info.metrics[0]  # The task's main one.
+  best = BestStep(f"eval/{run.task}/{metric}", config.finetune.patience)
   if (workdir / BEST_DIR).is_dir():  # A resumed run: its best so far.
     _, meta = checkpointing.read_model_metadata(workdir / BEST_DIR)
     best.update(meta["finetune"]["step"], meta["finetune"]["metrics"])
@@ -156,7 +156,7 @@ def run_one(config: ml_collections.ConfigDict, run: Run) -> dict[str, Any]:
   train.train(c, run.workdir, on_eval=on_eval, reuse_heads=config.finetune.head == "reuse")
   best_metrics = _finite(best.metrics)
   results = {"task": run.task, "start": config.init_from, "head": config.finetune.head,
-             "fraction": run.fraction, "seed": run.seed, "metric": best.metric,
+             "fraction": run.fraction, "seed": run.seed, "metric": metric,
              "best": best_metrics.get(best.metric), "best_step": best.step,
              "best_metrics": best_metrics, "last_step": last_step,
              "checkpoint": str(workdir / BEST_DIR)}
@@ -168,7 +168,7 @@ def run_one(config: ml_collections.ConfigDict, run: Run) -> dict[str, Any]:
 def result_line(r: dict[str, Any]) -> str:
   best = "none" if r["best"] is None else f"{r['best']:.4f}"
   return (f"{r['task']} fraction {r['fraction']:g} seed {r['seed']}: best "
-          f"{r['metric'].rsplit('/', 1)[-1]} {best} at step {r['best_step']} (of "
+          f"{r['metric']} {best} at step {r['best_step']} (of "
           f"{r['last_step']}); {r['checkpoint']}")
 
 

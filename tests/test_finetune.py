@@ -14,7 +14,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from muppet_jax import finetune, pretrained, train
+from muppet_jax import finetune, pretrained, results, train
 from muppet_jax.data import batching, token_cache
 from muppet_jax.data.task_info import get_task
 from muppet_jax.errors import UserError
@@ -63,9 +63,9 @@ def reuse_run(pre_run, tmp_path_factory):
       return train_fn(config, workdir, on_eval=hook, reuse_heads=reuse_heads)
     train_fn = train.train
     patch.setattr(train, "train", recording)
-    results = finetune.finetune(
+    outcome = finetune.finetune(
         _config(pre_run, **{"finetune.head": "reuse", "finetune.task": REUSED}), str(workdir))
-  return workdir, results, seen
+  return workdir, outcome, seen
 
 
 def test_starts_from_the_checkpoint_weights_without_its_optimizer_state(pre_run, reuse_run):
@@ -122,16 +122,16 @@ def test_reuse_without_the_task_s_head_is_an_error(pre_run):
 
 
 def test_the_best_step_is_kept_and_results_json_has_it(reuse_run):
-  workdir, results, seen = reuse_run
+  workdir, outcome, seen = reuse_run
   metric = f"eval/{REUSED}/accuracy"
   values = [(seen[s][0][metric], s) for s in sorted(seen)]
   best_value = max(v for v, _ in values)
   best_step = min(s for v, s in values if v == best_value)  # Ties: the earliest.
   written = json.loads((workdir / "results.json").read_text())
-  assert written == results[0]
+  assert written == outcome[0]
   assert written == {
       "task": REUSED, "start": written["start"], "head": "reuse", "fraction": 1.0, "seed": 0,
-      "metric": metric, "best": best_value, "best_step": best_step,
+      "metric": "accuracy", "best": best_value, "best_step": best_step,
       "best_metrics": seen[best_step][0], "last_step": 4,
       "checkpoint": str(workdir / "best")}
   assert written["start"].endswith("checkpoints")
@@ -227,13 +227,16 @@ def test_command_line_sweep_writes_results_per_run(pre_run, tmp_path):
   lines = done.stdout.splitlines()
   for seed in (1, 2):
     run = tmp_path / f"{TASK}_f0.5_s{seed}"
-    results = json.loads((run / "results.json").read_text())
-    assert (results["fraction"], results["seed"], results["head"]) == (0.5, seed, "new")
-    assert results["best_step"] in (2, 4) and results["last_step"] == 4
+    written = json.loads((run / "results.json").read_text())
+    assert (written["fraction"], written["seed"], written["head"]) == (0.5, seed, "new")
+    assert written["best_step"] in (2, 4) and written["last_step"] == 4
     assert (run / "best").is_dir()
     assert any(line.startswith(f"{TASK} fraction 0.5 seed {seed}: best accuracy ")
                for line in lines)
   assert lines[-1].startswith(f"2 runs done: {TASK} f0.5 ") and "(2 seeds)" in lines[-1]
+  # What the results table reads of them.
+  assert sorted((r.task, r.fraction, r.seed, r.metric) for r in results.read([tmp_path])) == [
+      (TASK, 0.5, 1, "accuracy"), (TASK, 0.5, 2, "accuracy")]
   again = _cli(tmp_path, f"--config.init_from={pre_run}", "--config.finetune.seeds=1,2",
                "--config.finetune.train_fraction=0.5")  # Done runs are skipped.
   assert again.returncode == 0 and again.stdout.splitlines()[-1] == lines[-1]
