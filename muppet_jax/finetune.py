@@ -30,7 +30,7 @@ import ml_collections
 from absl import app
 from etils import epath
 
-from muppet_jax import checkpointing, cli, inputs, progress, train
+from muppet_jax import checkpointing, cli, inputs, progress, results, train
 from muppet_jax.data.task_info import get_task
 from muppet_jax.errors import UserError
 
@@ -155,14 +155,14 @@ def run_one(config: ml_collections.ConfigDict, run: Run) -> dict[str, Any]:
 
   train.train(c, run.workdir, on_eval=on_eval, reuse_heads=config.finetune.head == "reuse")
   best_metrics = _finite(best.metrics)
-  results = {"task": run.task, "start": config.init_from, "head": config.finetune.head,
+  outcome = {"task": run.task, "start": config.init_from, "head": config.finetune.head,
              "fraction": run.fraction, "seed": run.seed, "metric": metric,
              "best": best_metrics.get(best.metric), "best_step": best.step,
              "best_metrics": best_metrics, "last_step": last_step,
              "checkpoint": str(workdir / BEST_DIR)}
   if jax.process_index() == 0:
-    (workdir / RESULTS_FILE).write_text(json.dumps(results, indent=1) + "\n")
-  return results
+    (workdir / RESULTS_FILE).write_text(json.dumps(outcome, indent=1) + "\n")
+  return outcome
 
 
 def result_line(r: dict[str, Any]) -> str:
@@ -172,10 +172,10 @@ def result_line(r: dict[str, Any]) -> str:
           f"{r['last_step']}); {r['checkpoint']}")
 
 
-def summary_line(results: list[dict[str, Any]]) -> str:
+def summary_line(outcomes: list[dict[str, Any]]) -> str:
   """Each (task, fraction)'s best values: their mean, and their spread over seeds."""
   groups: dict[tuple[str, float], list[float]] = {}
-  for r in results:
+  for r in outcomes:
     groups.setdefault((r["task"], r["fraction"]), []).append(r["best"])
   parts = []
   for (task, fraction), values in groups.items():
@@ -186,7 +186,7 @@ def summary_line(results: list[dict[str, Any]]) -> str:
     spread = f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else ""
     parts.append(f"{task} f{fraction:g} {statistics.mean(values):.4f}{spread} "
                  f"({len(values)} seed{'s' if len(values) > 1 else ''})")
-  return f"{len(results)} run{'s' if len(results) > 1 else ''} done: {'; '.join(parts)}"
+  return f"{len(outcomes)} run{'s' if len(outcomes) > 1 else ''} done: {'; '.join(parts)}"
 
 
 def finetune(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]:
@@ -202,12 +202,15 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, 
   planned = runs(config, workdir)
   for run in planned:
     get_task(run.task)  # Every name checked before the first run starts.
-  results = []
+  outcomes = []
   for run in planned:
-    results.append(run_one(config, run))
-    progress.log(result_line(results[-1]))
-  progress.log(summary_line(results))
-  return results
+    outcomes.append(run_one(config, run))
+    progress.log(result_line(outcomes[-1]))
+  progress.log(summary_line(outcomes))
+  if len(planned) > 1 and jax.process_index() == 0:  # A suite or sweep: its table and plot.
+    md, png = results.write_summary(results.read([workdir]), workdir)
+    progress.log(f"wrote {md} and {png}")
+  return outcomes
 
 
 def main(argv: list[str]) -> None:

@@ -233,7 +233,9 @@ def test_command_line_sweep_writes_results_per_run(pre_run, tmp_path):
     assert (run / "best").is_dir()
     assert any(line.startswith(f"{TASK} fraction 0.5 seed {seed}: best accuracy ")
                for line in lines)
-  assert lines[-1].startswith(f"2 runs done: {TASK} f0.5 ") and "(2 seeds)" in lines[-1]
+  assert lines[-2].startswith(f"2 runs done: {TASK} f0.5 ") and "(2 seeds)" in lines[-2]
+  assert f"| {TASK} (0.5 of train) | accuracy |" in (tmp_path / "results.md").read_text()
+  assert (tmp_path / "results.png").stat().st_size > 0
   # What the results table reads of them.
   assert sorted((r.task, r.fraction, r.seed, r.metric) for r in results.read([tmp_path])) == [
       (TASK, 0.5, 1, "accuracy"), (TASK, 0.5, 2, "accuracy")]
