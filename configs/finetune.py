@@ -6,6 +6,9 @@ Presets:
                    epochs with 6% warmup then linear decay, evaluation every epoch), from
                    `facebook/muppet-roberta-large`, on one or more GLUE tasks of the catalog
                    (`--config.finetune.task=glue_rte`; default: all but WNLI, each its own run).
+  superglue        the same recipe on the SuperGLUE tasks of the catalog (BoolQ, CB, COPA,
+                   MultiRC, WiC and RTE; WSC and ReCoRD are not in it), each its own run.
+  squad            SQuAD v1.1 (RoBERTa's recipe: lr 1.5e-5, batch 48, 2 epochs, 6% warmup).
   demo             the demo pre-finetuning's model (`runs/demo/checkpoints`, from the README's
                    quick start; `--config.init_from=DIR` for another) fine-tuned on
                    `demo_entailment`: offline, a few minutes on 2 CPU cores.
@@ -24,6 +27,7 @@ from muppet_jax.errors import UserError
 
 DEMO_START = "runs/demo/checkpoints"
 GLUE = "glue_cola,glue_sst2,glue_mrpc,glue_qqp,glue_stsb,glue_mnli,glue_qnli,glue_rte"
+SUPERGLUE = "super_glue_boolq,super_glue_cb,copa,super_glue_multirc,super_glue_wic,glue_rte"
 
 
 def get_config(preset: str = "glue") -> ml_collections.ConfigDict:
@@ -46,11 +50,16 @@ def get_config(preset: str = "glue") -> ml_collections.ConfigDict:
       epochs=0.0, warmup_fraction=0.06))
   c.checkpoint.keep = 1  # Resuming needs the last; the kept model is the best step's.
   c.eval.max_batches = 1_000_000  # All of the validation split: the best step is chosen on it.
-  if preset == "glue":
+  if preset in ("glue", "superglue"):
     c.init_from = "facebook/muppet-roberta-large"
-    c.finetune.update(task=GLUE, epochs=10.0)
+    c.finetune.update(task=GLUE if preset == "glue" else SUPERGLUE, epochs=10.0)
     c.data.update(batch_size=32, packing=False)
     c.optimizer.update(learning_rate=1e-5, weight_decay=0.1)
+  elif preset == "squad":
+    c.init_from = "facebook/muppet-roberta-large"
+    c.finetune.update(task="squad", epochs=2.0)
+    c.data.update(batch_size=48, packing=False)
+    c.optimizer.update(learning_rate=1.5e-5, weight_decay=0.01)
   elif preset == "demo":
     c.init_from = DEMO_START
     c.finetune.task = "demo_entailment"
@@ -62,6 +71,7 @@ def get_config(preset: str = "glue") -> ml_collections.ConfigDict:
     c.checkpoint.every_steps = 100
     c.eval.update(every_steps=50, batch_size=16, at_start=True)
   else:
-    raise UserError(f"unknown preset {preset!r} of configs/finetune.py; choose glue or demo")
+    raise UserError(f"unknown preset {preset!r} of configs/finetune.py; choose glue, superglue, "
+                    "squad or demo")
   c.lock()  # An override of a key that doesn't exist is an error.
   return c

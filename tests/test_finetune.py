@@ -184,6 +184,18 @@ def test_train_fraction_reads_only_the_first_examples_of_the_split(tmp_path):
     batching.MixtureStream(batching.StreamConfig(**common, train_fraction=0))
 
 
+@pytest.mark.parametrize("preset,first,runs", [("glue", "glue_cola", 8),
+                                               ("superglue", "super_glue_boolq", 6),
+                                               ("squad", "squad", 1)])
+def test_real_presets_name_catalog_tasks(preset, first, runs):
+  config = finetune_configs.get_config(preset)
+  planned = finetune.runs(config, "w")
+  assert planned[0].task == first and len(planned) == runs
+  for run in planned:  # Registered, with the family the recipe is for.
+    assert get_task(run.task).info.family in (
+        ("span",) if preset == "squad" else ("classification", "regression", "multiple_choice"))
+
+
 def test_runs_and_their_configs():
   config = _config("start", **{"finetune.train_fraction": "0.5, 1", "finetune.seeds": "3,4",
                                "finetune.epochs": 2.0})
