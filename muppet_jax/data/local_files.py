@@ -82,7 +82,7 @@ def _lines(path: str) -> Iterator[tuple[int, bytes | list[str]]]:
       raise UserError(f"{path}, line {reader.line_num}: {e}; fix or remove the row") from None
 
 
-def _cells(path: str, line: bytes | list[str]) -> list[str]:
+def _cells(line: bytes | list[str]) -> list[str]:
   if isinstance(line, list):
     return line
   return line.decode("utf-8").rstrip("\r\n").split("\t")
@@ -98,7 +98,7 @@ def _table_header(path: str, header: Sequence[str] | None, required: list[str],
   if header is None:
     lines = _lines(path)
     try:
-      names = _cells(path, next(lines, (1, b""))[1])
+      names = _cells(next(lines, (1, b""))[1])
     except UnicodeDecodeError as e:
       raise UserError(f"{path}, line 1: {e}; files must be UTF-8") from None
     finally:
@@ -135,7 +135,7 @@ def _file_parser(parse_row: Callable[[Mapping[str, Any]], Record]) -> Callable[[
         if not isinstance(row, dict):
           raise ValueError(f"expected a JSON object, got {line[:80]!r}")
       else:
-        cells = _cells(path, line)
+        cells = _cells(line)
         if len(cells) <= max(positions.values()):
           kind = "comma" if _format(path) == "csv" else "tab"
           raise ValueError(f"{len(cells)} {kind}-separated fields, the header names "
