@@ -48,8 +48,8 @@ def start_tokenizer(init_from: str) -> str:
   muppet_jax checkpoint's saved tokenizer files, written once to the local cache."""
   if not init_from:
     raise UserError("the tasks file names no tokenizer, and there is no starting model to take "
-                    "it from (init_from, or inspect's --tokenizer, is empty): name one in the file (\"tokenizer\": a "
-                    "Hugging Face directory or hub name)")
+                    "it from (init_from, or inspect's --tokenizer, is empty): name one in the "
+                    "file (\"tokenizer\": a Hugging Face directory or hub name)")
   path = pathlib.Path(init_from)
   if not path.is_dir() or (path / "config.json").exists():
     return init_from
