@@ -1,17 +1,23 @@
 """Fine-tuning configs: `--config=configs/finetune.py:PRESET`, then `--config.KEY=VALUE`.
 
 Presets:
-  glue  (default)  the paper's GLUE fine-tuning of a Muppet model (RoBERTa's recipe: AdamW, lr
-                   1e-5, betas (0.9, 0.98), eps 1e-6, weight decay 0.1, batch 32 unpacked, 10
-                   epochs with 6% warmup then linear decay, evaluation every epoch), from
+  glue  (default)  the paper's GLUE fine-tuning of a Muppet model, from
                    `facebook/muppet-roberta-large`, on one or more GLUE tasks of the catalog
                    (`--config.finetune.task=glue_rte`; default: all but WNLI, each its own run).
-  superglue        the same recipe on the SuperGLUE tasks of the catalog (BoolQ, CB, COPA,
-                   MultiRC, WiC and RTE; WSC and ReCoRD are not in it), each its own run.
-  squad            SQuAD v1.1 (RoBERTa's recipe: lr 1.5e-5, batch 48, 2 epochs, 6% warmup).
+  superglue        the SuperGLUE tasks of the catalog (BoolQ, CB, COPA, MultiRC, WiC and RTE;
+                   WSC and ReCoRD are not in it), each its own run.
+  squad            SQuAD v1.1.
+                   These three leave the learning rate, weight decay, batch size and epochs unset:
+                   each task takes its family's recipe (`muppet_jax.finetune.RECIPES`; e.g.
+                   classification: RoBERTa's GLUE recipe, AdamW lr 1e-5, betas (0.9, 0.98), eps
+                   1e-6, weight decay 0.1, batch 32 unpacked, 10 epochs with 6% warmup then linear
+                   decay, evaluation every epoch; multiple choice: RACE's, lr 1e-5, batch 16, 4
+                   epochs; spans: SQuAD's, lr 1.5e-5, batch 48, 2 epochs); a key set on the
+                   command line wins.
   demo             the demo pre-finetuning's model (`runs/demo/checkpoints`, from the README's
                    quick start; `--config.init_from=DIR` for another) fine-tuned on
-                   `demo_entailment`: offline, a few minutes on 2 CPU cores.
+                   `demo_review`, which the demo pre-finetuning left out: offline, about a minute
+                   on 2 CPU cores.
 
 The keys of `base_config.py` plus `finetune` (read by `muppet_jax.finetune`): the task (its
 train and validation splits; `data.mixture` is set to it), how its head starts, the runs of a
@@ -21,6 +27,7 @@ sample-efficiency sweep and early stopping.
 from __future__ import annotations
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 from muppet_jax.base_config import base_config
 from muppet_jax.errors import UserError
@@ -50,19 +57,18 @@ def get_config(preset: str = "glue") -> ml_collections.ConfigDict:
       epochs=0.0, warmup_fraction=0.06))
   c.checkpoint.keep = 1  # Resuming needs the last; the kept model is the best step's.
   c.eval.max_batches = 1_000_000  # All of the validation split: the best step is chosen on it.
-  if preset in ("glue", "superglue"):
+  if preset in ("glue", "superglue", "squad"):
     c.init_from = "facebook/muppet-roberta-large"
-    c.finetune.update(task=GLUE if preset == "glue" else SUPERGLUE, epochs=10.0)
-    c.data.update(batch_size=32, packing=False)
-    c.optimizer.update(learning_rate=1e-5, weight_decay=0.1)
-  elif preset == "squad":
-    c.init_from = "facebook/muppet-roberta-large"
-    c.finetune.update(task="squad", epochs=2.0)
-    c.data.update(batch_size=48, packing=False)
-    c.optimizer.update(learning_rate=1.5e-5, weight_decay=0.01)
+    c.finetune.task = {"glue": GLUE, "superglue": SUPERGLUE, "squad": "squad"}[preset]
+    c.data.packing = False  # One example a row, as the recipes' batch sizes count them.
+    # Unset: the task's family's recipe (muppet_jax.finetune.RECIPES).
+    c.optimizer.learning_rate = placeholder(float)
+    c.optimizer.weight_decay = placeholder(float)
+    c.data.batch_size = placeholder(int)
+    c.finetune.epochs = placeholder(float)
   elif preset == "demo":
     c.init_from = DEMO_START
-    c.finetune.task = "demo_entailment"
+    c.finetune.task = "demo_review"
     c.model.update(dtype="float32", hidden_dropout=0.0, attention_dropout=0.0)
     c.data.update(batch_size=16, max_length=128, max_segments=16)
     c.optimizer.update(learning_rate=2e-4, warmup_steps=20)

@@ -5,8 +5,8 @@ Presets:
                      full `muppet_roberta`, then every result and RoBERTa-base itself fine-tuned
                      on the GLUE tasks: the paper's scaling curve (Figure 1).
   demo               a tiny random encoder pre-finetuned on `muppet_demo_n2` and `_n4`, then it
-                     and each result fine-tuned on `demo_entailment` (which no demo mixture
-                     holds): offline, a few minutes on 2 CPU cores.
+                     and each result fine-tuned on `demo_review` (which no demo mixture holds):
+                     offline, a few minutes on 2 CPU cores.
 
 Keys: `mixtures` (comma-separated), `prefinetune` (configs/prefinetune.py's keys; its
 `init_from` is the original model, the baseline) and `finetune` (configs/finetune.py's keys; its

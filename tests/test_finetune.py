@@ -25,7 +25,7 @@ from configs import prefinetune
 from tests import run_helpers
 
 ROOT = pathlib.Path(__file__).parent.parent
-TASK = "demo_entailment"  # The demo preset's.
+TASK = "demo_review"  # The demo preset's.
 # 2 classes, the second of 4 classification heads (4 wide) in the pre-finetuned model.
 REUSED = "demo_sentiment"
 
@@ -133,6 +133,8 @@ def test_the_best_step_is_kept_and_results_json_has_it(reuse_run):
       "task": REUSED, "start": written["start"], "head": "reuse", "fraction": 1.0, "seed": 0,
       "metric": "accuracy", "best": best_value, "best_step": best_step,
       "best_metrics": seen[best_step][0], "last_step": 4,
+      "recipe": {"learning_rate": 2e-4, "weight_decay": 0.01, "batch_size": 16,
+                 "total_steps": 6, "warmup_steps": 20},  # The demo preset's, as run.
       "checkpoint": str(workdir / "best")}
   assert written["start"].endswith("checkpoints")
   step, best = pretrained.from_checkpoint(workdir / "best")
@@ -196,6 +198,26 @@ def test_real_presets_name_catalog_tasks(preset, first, runs):
         ("span",) if preset == "squad" else ("classification", "regression", "multiple_choice"))
 
 
+def test_real_presets_take_each_family_s_recipe_unless_set():
+  config = finetune_configs.get_config("superglue")
+  by_task = {r.task: finetune.run_config(config, r) for r in finetune.runs(config, "w")}
+  cb, copa = by_task["super_glue_cb"], by_task["copa"]  # 250 and 400 train examples.
+  # CB: GLUE's recipe, 8 steps of 32 an epoch for 10 epochs; COPA: RACE's, 400 x 2 choices in
+  # rows of 16, 50 steps an epoch for 4.
+  assert (cb.optimizer.learning_rate, cb.optimizer.weight_decay, cb.data.batch_size,
+          cb.total_steps, cb.eval.every_steps) == (1e-5, 0.1, 32, 80, 8)
+  assert (copa.data.batch_size, copa.total_steps, copa.eval.every_steps) == (16, 200, 50)
+  squad = finetune.run_config(finetune_configs.get_config("squad"),
+                              finetune.runs(finetune_configs.get_config("squad"), "w")[0])
+  assert (squad.optimizer.learning_rate, squad.data.batch_size) == (1.5e-5, 48)
+  config.unlock()
+  config.update_from_flattened_dict({"optimizer.learning_rate": 3e-5, "data.batch_size": 8})
+  copa = finetune.run_config(config, finetune.Run("copa", 1.0, 0, "w"))
+  assert (copa.optimizer.learning_rate, copa.optimizer.weight_decay, copa.data.batch_size,
+          copa.total_steps) == (3e-5, 0.1, 8, 400)  # Set keys win; the rest is the recipe's.
+  assert config.optimizer.weight_decay is None  # The sweep's config is untouched.
+
+
 def test_runs_and_their_configs():
   config = _config("start", **{"finetune.train_fraction": "0.5, 1", "finetune.seeds": "3,4",
                                "finetune.epochs": 2.0})
@@ -204,9 +226,9 @@ def test_runs_and_their_configs():
       (0.5, 3, f"w{os.sep}{TASK}_f0.5_s3"), (0.5, 4, f"w{os.sep}{TASK}_f0.5_s4"),
       (1.0, 3, f"w{os.sep}{TASK}_f1_s3"), (1.0, 4, f"w{os.sep}{TASK}_f1_s4")]
   c = finetune.run_config(config, planned[1])
-  # 1,600 of 3,200 examples at 16 a step: 100 steps an epoch.
+  # 300 of 600 examples at 16 a step: 19 steps an epoch.
   assert (c.data.mixture, c.data.train_fraction, c.seed, c.data.seed) == (TASK, 0.5, 4, 4)
-  assert (c.total_steps, c.optimizer.warmup_steps, c.eval.every_steps) == (200, 12, 100)
+  assert (c.total_steps, c.optimizer.warmup_steps, c.eval.every_steps) == (38, 2, 19)
   assert config.data.mixture != TASK and config.seed == 0  # The sweep's config is untouched.
   assert finetune.runs(_config("start"), "w")[0].workdir == "w"  # One run: the workdir itself.
   for key, value, message in [("finetune.head", "old", "choose new or reuse"),

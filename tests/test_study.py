@@ -39,7 +39,7 @@ def test_a_study_pre_finetunes_fine_tunes_and_tabulates(finished):
       ("original", 0), ("muppet_demo_n2", 2), ("muppet_demo_n4", 4)]
   for start, score in points:
     result = json.loads(pathlib.Path(start.finetune_dir, "results.json").read_text())
-    assert result["task"] == "demo_entailment" and result["best"] == score
+    assert result["task"] == "demo_review" and result["best"] == score
     assert result["start"] == start.init_from
   table = pathlib.Path(workdir, "results.md").read_text()
   for start, score in points:
@@ -85,6 +85,6 @@ def test_dry_run_lists_the_runs(tmp_path):
       "to do",
       f"pre-finetune on muppet_demo_n4 (4 tasks) -> {tmp_path}/pre/muppet_demo_n4/checkpoints: "
       "to do",
-      *(f"fine-tune {s} on demo_entailment (fraction 1, seed 0) -> {tmp_path}/finetune/{s}: "
+      *(f"fine-tune {s} on demo_review (fraction 1, seed 0) -> {tmp_path}/finetune/{s}: "
         "to do" for s in ("original", "muppet_demo_n2", "muppet_demo_n4"))]
   assert not any(tmp_path.iterdir())  # A dry run writes nothing.
