@@ -33,6 +33,11 @@ def base_config() -> ml_collections.ConfigDict:
       # tasks file (muppet_jax/data/tasks_file.py), and comma-separated Python modules (names
       # or .py paths) that register seqio tasks when imported.
       tasks_file="", task_modules="",
+      # A tasks file's row that doesn't fit its task (a missing or empty field, a wrong number
+      # of columns, a label outside the task's classes, an answer not in its context): "error"
+      # stops the run at start with one line naming it; "skip" leaves such rows out, counted
+      # per task in the start-up log and the metrics (bad_rows/TASK/SPLIT).
+      bad_rows="error",
       # Train on the first fraction (0, 1] of each task's train split (sample efficiency).
       train_fraction=1.0))
   c.loss_scaling = True  # Divide each example's loss by log n of its task.
@@ -46,6 +51,12 @@ def base_config() -> ml_collections.ConfigDict:
       learning_rate=2e-5, warmup_steps=600, weight_decay=0.01, b1=0.9, b2=0.98, eps=1e-6,
       clip_norm=1.0))
   c.total_steps = 10_000
+  # A step whose loss, gradient norm or updated parameters are not finite is dropped (the state
+  # stays as it was, and nothing non-finite is ever saved); then "stop" ends the run with one
+  # line naming the step, its tasks and the last good checkpoint, and "skip" goes on, counting
+  # it (`skipped_steps` in the metrics), until `nonfinite_max_skips` in a row stop it.
+  c.nonfinite = "stop"
+  c.nonfinite_max_skips = 10
   c.microbatches = 1  # Gradient accumulation inside the step.
   c.seed = 0
   c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))  # -1: the rest.

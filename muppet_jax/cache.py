@@ -22,7 +22,7 @@ import tqdm
 from absl import app, flags
 from ml_collections import config_flags
 
-from muppet_jax import cli, inputs
+from muppet_jax import cli, inputs, validation
 from muppet_jax.data import token_cache
 from muppet_jax.errors import UserError
 
@@ -46,6 +46,8 @@ def build(config, out: str, splits: list[str], only: list[str], worker: int, wor
   """Caches this worker's shards of every (task, split) of the config's mixture."""
   if not 0 <= worker < workers:
     raise UserError(f"--worker={worker} must be in [0, --workers={workers})")
+  if records_per_shard < 1:
+    raise UserError(f"--records_per_shard={records_per_shard} must be at least 1")
   if overwrite and workers > 1:
     raise UserError("--overwrite deletes caches that other workers may be writing; run it with "
                     "--workers=1 (or delete the directory first)")
@@ -74,12 +76,14 @@ def build(config, out: str, splits: list[str], only: list[str], worker: int, wor
 def main(argv: list[str]) -> None:
   del argv
   cli.absl_log_at_warning()
-  if _CONFIG.value is None:
-    raise app.UsageError("give --config=configs/prefinetune.py[:PRESET] and --out=DIR")
   with cli.user_errors():
+    if _CONFIG.value is None:
+      raise UserError("give --config=configs/prefinetune.py[:PRESET] and --out=DIR")
     out = _OUT.value or _CONFIG.value.data.cache_dir
     if not out:
       raise UserError("give --out=DIR (or set data.cache_dir in the config)")
+    validation.check_numbers(_CONFIG.value)  # The lengths it caches at.
+    validation.check_workdir(out, "--out")
     build(_CONFIG.value, out, _SPLITS.value, _TASKS.value, _WORKER.value, _WORKERS.value,
           _RECORDS_PER_SHARD.value, _OVERWRITE.value)
 

@@ -1,13 +1,15 @@
-"""Shared plumbing of the command-line entry points: user mistakes as one-line errors, and the
-checks of `--config=FILE[:PRESET]` and `--config.KEY=VALUE` flags before absl parses them."""
+"""Shared plumbing of the command-line entry points: user mistakes as one-line errors (with a
+traceback under `--debug` or MUPPET_DEBUG=1), and the checks of `--config=FILE[:PRESET]` and
+`--config.KEY=VALUE` flags before absl parses them."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib.util
 import os
 import sys
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, NoReturn
 
 import ml_collections
 from absl import flags, logging
@@ -16,20 +18,58 @@ from ml_collections import config_flags
 from muppet_jax.errors import UserError
 
 
+# Accepted by every command line (the argparse ones through `run`, which takes it out).
+DEBUG = flags.DEFINE_bool("debug", False, "show the traceback of a user error too (or set "
+                          "MUPPET_DEBUG=1)")
+_debug_requested = False  # By `run`'s --debug.
+
+
+def debug() -> bool:
+  """Whether user errors show their traceback: `--debug` or MUPPET_DEBUG set (not 0)."""
+  if os.environ.get("MUPPET_DEBUG", "0") not in ("", "0") or _debug_requested:
+    return True
+  if flags.FLAGS.is_parsed():
+    return DEBUG.value
+  # Before absl parses the flags (the config checks): the last of its spellings wins.
+  spellings = {"--debug": True, "--debug=true": True, "--debug=1": True, "--nodebug": False,
+               "--debug=false": False, "--debug=0": False}
+  said = [spellings[a.lower()] for a in sys.argv[1:] if a.lower() in spellings]
+  return bool(said and said[-1])
+
+
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-  """Turns a UserError raised inside into `error: ...` on stderr and exit status 2."""
+  """Turns a UserError raised inside into `error: ...` on stderr and exit status 2; with
+  `debug()`, re-raises it (its traceback). Other exceptions are bugs: they pass through."""
   try:
     yield
   except UserError as e:
+    if debug():
+      raise
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
 
 
+class ArgumentParser(argparse.ArgumentParser):
+  """argparse whose usage mistakes are one UserError line (not usage text, then the error), and
+  whose --help lists --debug (which `run` acts on)."""
+
+  def __init__(self, *args: Any, **kwargs: Any):
+    super().__init__(*args, **kwargs)
+    self.add_argument("--debug", action="store_true",
+                      help="show the traceback of a user error too (or set MUPPET_DEBUG=1)")
+
+  def error(self, message: str) -> NoReturn:
+    raise UserError(f"{message}; see {self.prog} --help")
+
+
 def run(main: Callable[[list[str]], int], argv: list[str] | None = None) -> None:
-  """Runs `main` on the command line's arguments, user errors as one line."""
+  """Runs `main` on the command line's arguments (less `--debug`), user errors as one line."""
+  global _debug_requested
+  argv = sys.argv[1:] if argv is None else argv
+  _debug_requested = "--debug" in argv
   with user_errors():
-    sys.exit(main(sys.argv[1:] if argv is None else argv))
+    sys.exit(main([a for a in argv if a != "--debug"]))
 
 
 def absl_log_at_warning() -> None:
@@ -109,5 +149,8 @@ def check_config_flags(argv: list[str], name: str = "config") -> None:
       sandbox(args)
     except flags.Error as e:
       shown = value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
-      raise UserError(f"{e}; {key} must be of type "
-                      f"{type(value).__name__} (it is {shown!r} in {spec})") from e
+      parent, _, name = key.rpartition(".")
+      # An unset key (a placeholder, None) still has a type.
+      kind = (_lookup(config, parent, "") if parent else config).get_ref(name).get_type()
+      raise UserError(f"{e}; {key} must be of type {kind.__name__} (it is {shown!r} in "
+                      f"{spec})") from e

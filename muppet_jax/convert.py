@@ -27,8 +27,8 @@ def convert(from_hf: str, out: str | os.PathLike) -> epath.Path:
 
 
 def main(argv: list[str]) -> int:
-  parser = argparse.ArgumentParser(prog="python -m muppet_jax.convert", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = cli.ArgumentParser(prog="python -m muppet_jax.convert", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--from-hf", required=True, metavar="PATH_OR_NAME",
                       help="Hugging Face checkpoint directory or hub model name")
   parser.add_argument("--out", required=True, metavar="CKPT_DIR",

@@ -20,8 +20,10 @@ import os
 import pathlib
 
 import jax
+import numpy as np
+from etils import epath
 
-from muppet_jax import cli, hf, partitioning, pretrained
+from muppet_jax import checkpointing, cli, hf, partitioning, pretrained
 from muppet_jax.errors import UserError
 from muppet_jax.hf import checkpoint_files
 from muppet_jax.models.config import DTYPES
@@ -37,9 +39,22 @@ def export(checkpoint: str | os.PathLike, out: str | os.PathLike, step: int | No
   out = checkpoint_files.check_output_dir(out)
   # The whole model is written by one process, so restore it onto one device.
   mesh = partitioning.make_mesh({"fsdp": 1}, jax.devices()[:1])
-  _, model = pretrained.from_checkpoint(checkpoint, mesh=mesh, step=step)
+  if step is None:  # The latest step that restores (a damaged newer one is named, skipped).
+    step, model, _ = checkpointing.first_restorable(
+        epath.Path(checkpoint).expanduser(), checkpointing.restorable_steps(checkpoint),
+        lambda s: pretrained.from_checkpoint(checkpoint, mesh=mesh, step=s)[1], "exporting")
+  else:
+    step, model = pretrained.from_checkpoint(checkpoint, mesh=mesh, step=step)
   dtype = dtype or model.config.param_dtype
   params = jax.device_get(model.params)
+  nonfinite = [jax.tree_util.keystr(path)
+               for path, x in jax.tree_util.tree_leaves_with_path(params)
+               if not np.isfinite(x).all()]
+  if nonfinite:
+    others = [s for s in checkpointing.restorable_steps(checkpoint) if s != step]
+    raise UserError(f"{checkpoint} step {step} holds non-finite weights ({len(nonfinite)} "
+                    f"tensors, first {nonfinite[0]}); not exporting them: export an earlier "
+                    f"step with --step (steps there: {others or 'no other'})")
   hf_config = model.config.to_hf_config(model.hf_config)
   hf_config.pop("torch_dtype", None)  # transformers 5 reads `dtype`; keep one source of truth.
   if task is None:
@@ -84,8 +99,8 @@ def _task_tensors(model: pretrained.Pretrained, params, task: str, dtype: str,
 
 
 def main(argv: list[str]) -> int:
-  parser = argparse.ArgumentParser(prog="python -m muppet_jax.export", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = cli.ArgumentParser(prog="python -m muppet_jax.export", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--checkpoint", required=True, metavar="CKPT_DIR",
                       help="muppet_jax checkpoint root (from convert or training)")
   parser.add_argument("--out", required=True, metavar="HF_DIR",

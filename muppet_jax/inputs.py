@@ -19,7 +19,7 @@ import tensorflow as tf
 from jax.sharding import Mesh, NamedSharding
 
 from muppet_jax import checkpointing, progress
-from muppet_jax.data import batching, demo, mixing, task_modules, tasks_file
+from muppet_jax.data import batching, demo, mixing, records, rows, task_modules, tasks_file
 from muppet_jax.data.task_info import MuppetTask, check_prepared
 from muppet_jax.errors import UserError
 from muppet_jax.families import HeadLayout
@@ -36,11 +36,21 @@ def prepared_tasks(config: ml_collections.ConfigDict) -> list[MuppetTask]:
 
 
 def register_tasks(config: ml_collections.ConfigDict) -> None:
-  """Registers the built-in tasks and mixtures, then the config's task modules and tasks file."""
+  """Registers the built-in tasks and mixtures, then the config's task modules and tasks file
+  (its bad rows an error, or left out: `data.bad_rows`)."""
+  rows.check_bad_rows(config.data.bad_rows, "data.bad_rows")
   importlib.import_module("tasks")
   task_modules.import_task_modules(config.data.task_modules)
   if config.data.tasks_file:
-    tasks_file.register(config.data.tasks_file, lambda: start_tokenizer(config.init_from))
+    tasks_file.register(config.data.tasks_file, lambda: start_tokenizer(config.init_from),
+                        config.data.bad_rows)
+
+
+def bad_row_metrics(tasks: list[MuppetTask]) -> dict[str, float]:
+  """The rows of each task's splits left out as bad (`data.bad_rows=skip`), as metrics
+  `bad_rows/TASK/SPLIT`; {} where none were."""
+  return {f"bad_rows/{task.name}/{split}": float(bad.count) for task in tasks
+          for split, bad in records.bad_rows(task).items()}
 
 
 def start_tokenizer(init_from: str) -> str:

@@ -102,8 +102,8 @@ def real_token_fractions(name: str, max_length: int, target_length: int, batch_s
 
 
 def main(argv: list[str]) -> int:
-  parser = argparse.ArgumentParser(prog="python -m muppet_jax.inspect", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = cli.ArgumentParser(prog="python -m muppet_jax.inspect", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--list", action="store_true", help="list registered tasks and mixtures")
   parser.add_argument("--mixture", help="mixture or task name")
   parser.add_argument("--examples", type=int, default=2, help="decoded examples per task")
@@ -119,6 +119,10 @@ def main(argv: list[str]) -> int:
   parser.add_argument("--task-modules", default="",
                       help="comma-separated Python modules (names or .py paths) to import first")
   args = parser.parse_args(argv)
+  for name, least in (("max_length", 1), ("target_length", 1), ("examples", 0), ("sample", 1)):
+    if getattr(args, name) < least:
+      flag = f"--{name.replace('_', '-')}"
+      raise UserError(f"{flag}={getattr(args, name)} must be at least {least}")
   import tasks  # noqa: F401  (registers the tasks and mixtures)
 
   task_modules.import_task_modules(args.task_modules)

@@ -55,9 +55,13 @@ class TaskTable:
 
 
 def _cross_entropy(logits: jax.Array, label: jax.Array) -> jax.Array:
-  """-log softmax(logits)[label] over the last axis."""
-  label = jnp.clip(label, 0, logits.shape[-1] - 1)
-  picked = jnp.take_along_axis(logits, label[..., None], axis=-1)[..., 0]
+  """-log softmax(logits)[label] over the last axis. A label of -1 (a segment without one: padding,
+  another family) reads class 0, and the caller masks it out. Other labels are never clipped: the
+  input stream lets none outside its task's classes through (`readers.check_labels`), and one
+  past the logits would make the loss NaN, not quietly another class's."""
+  label = jnp.where(label == -1, 0, label)
+  picked = jnp.take_along_axis(logits, label[..., None], axis=-1, mode="fill",
+                               fill_value=jnp.nan)[..., 0]
   return jax.nn.logsumexp(logits, axis=-1) - picked
 
 
@@ -178,7 +182,9 @@ def per_example_losses(outputs: HeadOutputs, batch: Mapping[str, jax.Array], tab
   A segment is an example unless it is a non-first choice of a multiple-choice example.
   """
   segs = segments(batch, table)
-  classification = _cross_entropy(task_class_logits(outputs, segs.classes), batch["seg_label"])
+  # A choice's label is its example's answer, which may be past the class head's width.
+  class_label = jnp.where(segs.family == FAMILIES.index("classification"), batch["seg_label"], -1)
+  classification = _cross_entropy(task_class_logits(outputs, segs.classes), class_label)
   regression = (outputs.class_logits[..., 0].astype(jnp.float32) - batch["seg_score"]) ** 2
   log_probs, example, n = choice_log_probs(outputs.choice_scores.astype(jnp.float32), batch,
                                            segs.is_choice, example_slots)

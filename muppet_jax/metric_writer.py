@@ -1,6 +1,8 @@
 """Where metrics go, from process 0 only: TensorBoard summaries and `metrics.jsonl` (one JSON
 object per logged step or evaluation: `step`, the training loss as `loss`, every other metric
-under a stable name such as `loss/span`, `eval/glue_mnli/accuracy`, `eval/family/span`)."""
+under a stable name such as `loss/span`, `eval/glue_mnli/accuracy`, `eval/family/span`). A
+non-finite value is written as null and named in the record's `nonfinite` list (TensorBoard
+leaves it out)."""
 
 from __future__ import annotations
 
@@ -26,9 +28,15 @@ class MetricWriter:
   def write(self, step: int, metrics: Mapping[str, float]) -> None:
     if not self.enabled:
       return
-    clean = {k: float(v) for k, v in metrics.items() if math.isfinite(float(v))}
+    values = {k: float(v) for k, v in metrics.items()}
+    clean = {k: v for k, v in values.items() if math.isfinite(v)}
+    # Strict JSON has no NaN or Infinity: a non-finite value is null, and named.
+    record = {"step": int(step), **{k: clean.get(k) for k in values}}
+    nonfinite = sorted(values.keys() - clean.keys())
+    if nonfinite:
+      record["nonfinite"] = nonfinite
     with self.jsonl.open("a") as f:
-      f.write(json.dumps({"step": int(step), **clean}, sort_keys=True) + "\n")
+      f.write(json.dumps(record, sort_keys=True, allow_nan=False) + "\n")
     with self._summary.as_default(step=int(step)):
       for name, value in clean.items():
         tf.summary.scalar(name, value)

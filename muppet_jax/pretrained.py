@@ -183,6 +183,19 @@ def from_config(config: ml_collections.ConfigDict, vocabulary: Any, mesh: Mesh,
   return model
 
 
+def check_start(source: str) -> None:
+  """What `from_config` would refuse in `init_from`, found without reading weights: a path that
+  doesn't exist, a directory that is no checkpoint, a truncated safetensors file. Hub names
+  are left to the download."""
+  if not source:
+    return
+  path = pathlib.Path(source).expanduser()
+  if path.is_dir() and not (path / "config.json").exists():
+    checkpointing.read_model_metadata(path)
+  else:
+    checkpoint_files.check_checkpoint(source)
+
+
 def reuse_heads(model: Pretrained, layout: HeadLayout, tasks: Sequence[TaskHead]) -> Pretrained:
   """`model` with task heads for `layout`, each the trained head of its `tasks` in the
   pre-finetuned `model` (its classification stack cut to `layout`'s width): a run that continues

@@ -55,8 +55,8 @@ def cluster_line(mesh: Mesh) -> str:
 
 
 def task_lines(stream: MixtureStream) -> str:
-  """The stream's tasks with their train sizes and sampling rates, two to a line, and the
-  mixture's tasks it leaves out."""
+  """The stream's tasks with their train sizes and sampling rates, two to a line, the mixture's
+  tasks it leaves out, and the bad rows each task left out (`data.bad_rows=skip`)."""
   c, total = stream.config, sum(stream.rates)
   cells = [(t.name, f"{t.info.train_size:,}", f"{100 * r / total:.3g}%")
            for t, r in zip(stream.tasks, stream.rates)]
@@ -68,12 +68,18 @@ def task_lines(stream: MixtureStream) -> str:
   lines = [f"{len(cells)} tasks of {c.mixture}, train size and sampling rate "
            f"(temperature {c.temperature:g}, cap {cap}):"]
   lines += ["  " + "    ".join(cells[i::rows]) for i in range(rows)]
-  from muppet_jax.data import mixing  # Not at the top: seqio, which the benchmarks go without.
+  # Not at the top: seqio, which the benchmarks go without.
+  from muppet_jax.data import mixing, records
   trained = {t.name for t in stream.tasks}
   left_out = [t.name for t in mixing.mixture_tasks(c.mixture) if t.name not in trained]
   if left_out:
     lines.append(f"  left out ({', '.join(c.exclude_families)}, which this model can't train): "
                  f"{', '.join(left_out)}")
+  for task in stream.tasks:
+    if bad := records.bad_rows(task):
+      counts = " and ".join(f"{b.count:,} {split}" for split, b in bad.items())
+      lines.append(f"  {task.name}: bad rows skipped (data.bad_rows=skip): {counts}; the first: "
+                   f"{next(iter(bad.values())).first}")
   return "\n".join(lines)
 
 
@@ -124,8 +130,11 @@ class Meter:
     """The figures since the last summary, which is where the next one starts."""
     sums, c = jax.device_get(self.sums), self.config
     seconds, steps = time.perf_counter() - self.tick, step - self.tick_step
+    # Dropped (non-finite) steps are out of the sums; none applied: no loss to report.
+    skipped = int(sums.get("skipped", 0))
+    applied = steps - skipped
     out = {**losses.family_means(sums),
-           "grad_norm": float(sums["grad_norm"]) / steps,
+           "grad_norm": float(sums["grad_norm"]) / applied if applied else float("nan"),
            "learning_rate": float(self.schedule(step)),
            "steps_per_second": steps / seconds,
            "tokens_per_second": steps * c.data.batch_size * c.data.max_length / seconds,
@@ -134,6 +143,10 @@ class Meter:
                self.flops_per_step * steps / seconds / 1e12 / jax.device_count()}
     if self.peak:
       out["mfu"] = out["tflops_per_device"] * 1e12 / self.peak
+    if skipped:
+      out["skipped_steps"] = skipped
+      if not applied:
+        out["loss"] = float("nan")
     self._reset(step)
     return out
 
@@ -144,7 +157,9 @@ class Meter:
     r3f = f" r3f {out['r3f']:.2e}" if "r3f" in out else ""
     mfu = f", MFU {100 * out['mfu']:.1f}%" if "mfu" in out else ""
     eta = (self.config.total_steps - step) / out["steps_per_second"] / 60
-    return (f"step {step}: loss {out['loss']:.4f} {families}{r3f} | lr "
+    skipped = (f" | skipped {out['skipped_steps']} non-finite step(s)"
+               if "skipped_steps" in out else "")
+    return (f"step {step}: loss {out['loss']:.4f} {families}{r3f}{skipped} | lr "
             f"{out['learning_rate']:.2e} | {out['steps_per_second']:.2f} steps/s, "
             f"{out['tokens_per_second']:,.0f} tok/s ({out['real_tokens_per_second']:,.0f} real), "
             f"{out['tflops_per_device']:.2f} TFLOP/s/device{mfu} | ETA {eta:.1f} min")

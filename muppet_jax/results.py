@@ -138,8 +138,8 @@ def write_summary(results: Sequence[Result], out: str | os.PathLike) -> tuple[pa
 
 
 def main(argv: list[str]) -> int:
-  parser = argparse.ArgumentParser(prog="python -m muppet_jax.results", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = cli.ArgumentParser(prog="python -m muppet_jax.results", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("directories", nargs="+", metavar="DIR",
                       help="fine-tuning workdirs (searched for results.json)")
   parser.add_argument("--out", default=None, help="where results.md/png go (default: the first "

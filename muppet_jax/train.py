@@ -8,8 +8,10 @@
 A run reads top to bottom: mesh and input pipeline, starting model, the multi-task model with its
 loss and optimizer, the train state (resumed from the workdir's latest complete checkpoint, or
 fresh), the compiled step, then the loop with logging, evaluation and checkpoints. SIGTERM (a TPU
-preemption) saves and exits. The pieces live in the modules of their concern; see
-docs/ARCHITECTURE.md.
+preemption) saves and exits. A step whose loss, gradients or new parameters are not finite is
+dropped and, by `config.nonfinite`, stops the run (a user error: one line, exit status 2) or is
+counted and skipped; nothing non-finite is ever saved. The pieces live in the modules of their
+concern; see docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import ml_collections
+import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
 from muppet_jax import checkpointing, cli, evaluation, inputs, losses, partitioning, pretrained
-from muppet_jax import progress, r3f, state, trainer
+from muppet_jax import progress, r3f, state, trainer, validation
+from muppet_jax.errors import UserError
 from muppet_jax.metric_writer import MetricWriter
 from muppet_jax.models import multitask
 from muppet_jax.preemption import Preemption
@@ -41,6 +45,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, on_eval: EvalHook | N
           reuse_heads: bool = False) -> dict[str, float]:
   """Runs (or resumes) pre-finetuning in `workdir`; returns the last evaluation's metrics.
   `reuse_heads`: the tasks' heads start from a pre-finetuned `init_from`'s trained ones."""
+  validation.check(config, workdir)  # Before anything is built: a mistake costs no compile.
   # --------------------------------------------------------------- Mesh and input pipeline ---
   mesh = partitioning.make_mesh(dict(config.mesh))
   progress.log(progress.cluster_line(mesh), every_host=True)
@@ -62,14 +67,16 @@ def train(config: ml_collections.ConfigDict, workdir: str, on_eval: EvalHook | N
 
   # ----------------------------------------------------- Train state: resumed or fresh ---
   abstract = state.abstract_state(model, mesh, tx)
+  guard = trainer.NonfiniteGuard(config.nonfinite, config.nonfinite_max_skips)
   checkpoints = checkpointing.TrainCheckpoints(workdir, keep=config.checkpoint.keep)
-  first_step = checkpoints.latest_step()
-  if first_step is None:
+  # The latest complete step that restores (one line for each newer one that doesn't).
+  resumed = checkpoints.restore_latest(abstract, stream, metadata)
+  if resumed is None:
     first_step = 0
     train_state = state.init_state(model, abstract, jax.random.key(config.seed), tx,
                                    start.params)
   else:
-    train_state = checkpoints.restore(first_step, abstract, stream)
+    first_step, train_state = resumed
     progress.log(f"resumed from {workdir} at step {first_step}")
 
   # --------------------------------------------------------------------- Compiled step ---
@@ -93,6 +100,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, on_eval: EvalHook | N
 
   # ------------------------------------------------------------------------------ Loop ---
   writer = MetricWriter(workdir)
+  if bad_rows := inputs.bad_row_metrics(stream.tasks):  # data.bad_rows=skip's counts.
+    writer.write(first_step, bad_rows)
 
   def evaluate(step: int) -> tuple[dict[str, float], bool]:
     """The metrics, and whether `on_eval` ends the run."""
@@ -106,33 +115,47 @@ def train(config: ml_collections.ConfigDict, workdir: str, on_eval: EvalHook | N
     last_eval, _ = evaluate(0)  # Training has yet to start: nothing to stop.
   meter = progress.Meter(config, flops_per_step, first_step)
   step = first_step
-  with stream, Preemption() as preemption:
-    while step < config.total_steps:
-      local = next(stream)
-      with partitioning.use_mesh(mesh):
-        train_state, metrics = train_step(train_state, inputs.global_batch(local, batch_sharding))
-      step += 1
-      meter.add(metrics, local)
-      last = step == config.total_steps
-      if step % config.log_every_steps == 0 or last:
-        summary = meter.summary(step)
-        writer.write(step, summary)
-        progress.log(meter.line(step, summary))
-      if step % config.eval.every_steps == 0 or last:
-        last_eval, early = evaluate(step)
-      stop = preemption.requested()
-      if step % config.checkpoint.every_steps == 0 or last or stop or early:
-        checkpoints.save(step, train_state, metadata, stream)
-      if stop:
-        progress.log(f"SIGTERM: saved step {step}; rerun the same command to resume")
-        break
-      if early and not last:
-        progress.log(f"stopped early at step {step}")
-        break
-  meter.close()
-  checkpoints.wait()
-  checkpoints.close()
-  writer.close()
+  try:
+    with stream, Preemption() as preemption:
+      while step < config.total_steps:
+        local = next(stream)
+        with partitioning.use_mesh(mesh):
+          train_state, metrics = train_step(train_state,
+                                            inputs.global_batch(local, batch_sharding))
+        step += 1
+        meter.add(metrics, local)
+        last = step == config.total_steps
+        logs = step % config.log_every_steps == 0 or last
+        evals = step % config.eval.every_steps == 0 or last
+        stop = preemption.requested()
+        saves = step % config.checkpoint.every_steps == 0 or last or stop
+        # Steps are checked one late, except before anything reads or saves the state.
+        failed = guard.check(step, metrics, local["seg_task"], now=logs or evals or saves)
+        if failed:
+          bad_step, bad, seg_task = failed
+          writer.write(bad_step, {**{name: float("nan") for name in bad},
+                                  "skipped_steps": guard.in_a_row})
+          tasks = [stream.tasks[i].name for i in np.unique(seg_task) if i >= 0]
+          raise UserError(guard.message(bad_step, bad, tasks, checkpoints.last_good()))
+        if logs:
+          summary = meter.summary(step)
+          writer.write(step, summary)
+          progress.log(meter.line(step, summary))
+        if evals:
+          last_eval, early = evaluate(step)
+        if saves or early:
+          checkpoints.save(step, train_state, metadata, stream)
+        if stop:
+          progress.log(f"SIGTERM: saved step {step}; rerun the same command to resume")
+          break
+        if early and not last:
+          progress.log(f"stopped early at step {step}")
+          break
+    checkpoints.wait()
+  finally:  # Also when the run stops on an error: no save left half-written, no open files.
+    meter.close()
+    checkpoints.close()
+    writer.close()
   progress.log(progress.done_message(step, workdir, writer))
   return last_eval
 
@@ -157,7 +180,8 @@ def command_setup(config_usage: str) -> tuple[ml_collections.ConfigDict, str]:
   absl's log level, the cluster (--multihost) and the compilation cache."""
   cli.absl_log_at_warning()
   if CONFIG.value is None or not WORKDIR.value:
-    raise app.UsageError(f"give --config={config_usage} and --workdir=DIR")
+    with cli.user_errors():
+      raise UserError(f"give --config={config_usage} and --workdir=DIR")
   if MULTIHOST.value:
     # CPU processes need an implementation of cross-process collectives (TPUs and GPUs have
     # their own); jax.distributed finds its peers in a TPU pod's, SLURM's, Open MPI's or

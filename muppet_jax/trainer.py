@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import flax.linen as nn
@@ -12,6 +13,7 @@ import optax
 from jax.sharding import Mesh
 
 from muppet_jax import losses, partitioning, r3f, state
+from muppet_jax.errors import UserError
 from muppet_jax.models.heads import HeadOutputs
 from muppet_jax.state import TrainState
 
@@ -83,12 +85,23 @@ def _microbatches(batch: Batch, n: int) -> Batch:
   return jax.tree.map(split, dict(batch))
 
 
+# The train step's metrics that flag (1.0) what was non-finite in a step that was dropped
+# (`skipped`: 1.0).
+NONFINITE = ("nonfinite/loss", "nonfinite/grad_norm", "nonfinite/params")
+
+
+def all_finite(tree: Any) -> jax.Array:
+  """Whether every element of every array of `tree` is finite (a scalar bool array)."""
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, table: losses.TaskTable,
                     microbatches: int, seed: int, r3f_config: r3f.R3FConfig = r3f.R3FConfig()
                     ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
   """The pure train step: gradients of the mean scaled loss (plus the R3F penalty, if on) over
-  the whole batch, accumulated over `microbatches`, then one optimizer update. Dropout and noise
-  RNGs are derived from (seed, step)."""
+  the whole batch, accumulated over `microbatches`, then one optimizer update, dropped when the
+  loss, the gradient norm or the new parameters are not finite. Dropout and noise RNGs are
+  derived from (seed, step)."""
   use_r3f = r3f_config.weight > 0
 
   def train_step(state: TrainState, batch: Batch):
@@ -127,9 +140,23 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, table: l
         (jnp.arange(microbatches), _microbatches(batch, microbatches)))
     count = jnp.maximum(sums["count"], 1.0)
     grads = jax.tree.map(lambda g: g / count, grads)
+    grad_norm = optax.global_norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {**sums, "grad_norm": optax.global_norm(grads)}
+    # Like optax.apply_if_finite, but over the new parameters too (a huge learning rate
+    # overflows them from finite gradients): a non-finite step leaves the state bit-identical,
+    # its sums out of the metrics, and says what was non-finite (`NONFINITE`).
+    flags = dict(zip(NONFINITE, (~all_finite(sums), ~jnp.isfinite(grad_norm),
+                                 ~all_finite(params))))
+    finite = ~functools.reduce(jnp.logical_or, flags.values())
+
+    def if_finite(new, old):
+      return jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    params, opt_state = if_finite(params, state.params), if_finite(opt_state, state.opt_state)
+    sums = jax.tree.map(lambda x: jnp.where(finite, x, 0.0), sums)
+    metrics = {**sums, "grad_norm": jnp.where(finite, grad_norm, 0.0),
+               "skipped": (~finite).astype(jnp.float32),
+               **{k: v.astype(jnp.float32) for k, v in flags.items()}}
     return TrainState(state.step + 1, params, opt_state), metrics
 
   return train_step
@@ -174,3 +201,56 @@ def make_eval_step(model: nn.Module) -> Callable[[Any, Batch], HeadOutputs]:
   def eval_step(params: Any, batch: Batch) -> HeadOutputs:
     return forward(model, params, batch, deterministic=True).replace(lm=None)
   return eval_step
+
+
+class NonfiniteGuard:
+  """The host's side of the step's non-finite check (`config.nonfinite`): "stop" ends the run at
+  the first dropped step, "skip" after `max_skips` dropped in a row. Each step's flags are read
+  one step late, so the host never waits for the step it has just dispatched; the state a late
+  read leaves is finite all the same (a dropped step changes nothing)."""
+
+  MODES = ("stop", "skip")
+
+  def __init__(self, mode: str, max_skips: int):
+    if mode not in self.MODES:
+      raise UserError(f"nonfinite={mode!r} is not one of {', '.join(self.MODES)}; set "
+                      "--config.nonfinite=stop (end the run) or skip (drop such steps)")
+    if max_skips < 1:
+      raise UserError(f"nonfinite_max_skips={max_skips} must be at least 1")
+    self.mode, self.max_skips = mode, max_skips
+    self.pending: tuple[int, dict[str, jax.Array], np.ndarray] | None = None
+    self.in_a_row = 0
+
+  def check(self, step: int, metrics: Mapping[str, jax.Array], seg_task: np.ndarray,
+            now: bool = False) -> tuple[int, list[str], np.ndarray] | None:
+    """Hands over `step`'s metrics and its (host's) batch's `seg_task`; checks the step before
+    (with `now`: this one too). (step, what was non-finite, its seg_task) when the run has to
+    stop."""
+    previous, self.pending = self.pending, (step, {k: metrics[k] for k in NONFINITE}, seg_task)
+    stop = self._check(previous)
+    if stop is None and now:
+      stop, self.pending = self._check(self.pending), None
+    return stop
+
+  def _check(self, entry) -> tuple[int, list[str], np.ndarray] | None:
+    if entry is None:
+      return None
+    step, flags, seg_task = entry
+    flags = jax.device_get(flags)
+    bad = [k.split("/", 1)[1] for k in NONFINITE if flags[k]]
+    self.in_a_row = self.in_a_row + 1 if bad else 0
+    if bad and (self.mode == "stop" or self.in_a_row >= self.max_skips):
+      return step, bad, seg_task
+    return None
+
+  def message(self, step: int, bad: list[str], tasks: list[str], last_good: str) -> str:
+    """The one line that ends a run (`check`'s answer)."""
+    names = [{"loss": "the loss", "grad_norm": "the gradient norm",
+              "params": "the updated parameters"}[b] for b in bad]
+    what = " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+    row = (f" ({self.in_a_row} steps in a row, nonfinite_max_skips={self.max_skips})"
+           if self.mode == "skip" else "")
+    verb = "are" if len(bad) > 1 else "is"
+    return (f"step {step}: {what} {verb} not finite{row}, on a batch of {', '.join(tasks)}; "
+            f"nothing non-finite was saved; {last_good}: rerun with a lower "
+            "--config.optimizer.learning_rate (or --config.nonfinite=skip)")

@@ -210,11 +210,12 @@ def test_two_processes_split_the_single_process_stream():
 def test_a_bad_row_reaches_the_consumer_as_a_clear_error_and_stops_the_threads(tmp_path):
   path = tmp_path / "train.jsonl"
   rows = [json.dumps({"text_a": f"row {i}", "label": 1}) for i in range(3000)]
-  rows[2500] = "{not json"
   path.write_text("\n".join(rows) + "\n")
   before = set(threading.enumerate())
   add_file_task("bad_row_task", "classification", num_classes=2, train=str(path),
                 vocabulary=demo_tasks.VOCABULARY)
+  rows[2500] = "{not json"  # After registration checked the rows: a reader thread finds it.
+  path.write_text("\n".join(rows) + "\n")
   stream = MixtureStream(StreamConfig("bad_row_task", batch_size=4, max_length=32,
                                       block_size=512))
   with pytest.raises(UserError, match=r"train.jsonl, line 2501: Expecting property name"):

@@ -19,13 +19,16 @@ DEMO = "--config=configs/prefinetune.py:demo"
     (["--config", "configs/nope.py:demo"], "config file configs/nope.py does not exist"),
     (["--config=muppet_jax/errors.py"], "muppet_jax/errors.py has no get_config()"),
     ([DEMO, "--config.nope=1"], "unknown config key 'nope'; configs/prefinetune.py has checkpoint"),
-    ([DEMO, "--config.data.nope=1"], "unknown config key 'data.nope'; data has batch_size"),
+    ([DEMO, "--config.data.nope=1"],
+     "unknown config key 'data.nope'; data has bad_rows, batch_size"),
     ([DEMO, "--config.seed.x=1"], "unknown config key 'seed.x'; seed has no keys: it is a int"),
     ([DEMO, "--config.total_steps=abc"],
      "--config.total_steps=abc: invalid literal for int() with base 10: 'abc'; total_steps must "
      "be of type int (it is 600 in configs/prefinetune.py:demo)"),
     ([DEMO, "--config.data.packing=maybe"], "data.packing must be of type bool (it is True"),
     ([DEMO, "--config.mesh=3"], "mesh must be of type ConfigDict (it is {'data': 1"),
+    (["--config=configs/finetune.py:glue", "--config.data.batch_size=x"],
+     "data.batch_size must be of type int (it is None in configs/finetune.py:glue)"),
     # absl keeps the last --config; so does the check.
     ([DEMO, "--config=configs/prefinetune.py:nope"], "unknown preset 'nope'"),
 ])

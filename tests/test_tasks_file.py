@@ -14,14 +14,13 @@ from muppet_jax.data import demo, mixing, task_modules, tasks_file
 from muppet_jax.data.task_info import get_task
 from muppet_jax.data.vocabulary import HFVocabulary
 from muppet_jax.errors import UserError
-from tasks import demo as demo_tasks
 
 LENGTHS = {"inputs": 64, "targets": 16}
 
 
 @pytest.fixture
 def tokenizer():
-  return str(demo_tasks.VOCABULARY.path)
+  return str(demo.tokenizer_path())  # Built on first use: a path alone doesn't build it.
 
 
 def _records(name, split="train"):
@@ -211,12 +210,11 @@ def test_malformed_files_and_unknown_labels(tmp_path, tokenizer, registry):
   mix = _write(tmp_path / "mix.json", {"mixtures": {"my_m": ["glue_rte", "my_typo"]}})
   with pytest.raises(UserError, match=f"^{mix}: mixture 'my_m': unknown task 'my_typo'"):
     tasks_file.register(mix, lambda: tokenizer)
-  # A label that isn't one of the names is the data file's one-line error, when read.
+  # A label that isn't one of the names is the data file's one-line error, when registered.
   (tmp_path / "t.tsv").write_text("text_a\tlabel\nhi\ta\nho\tc\n")
-  tasks_file.register(_write(tmp_path / "ok.json", {"tasks": [TASK]}), lambda: tokenizer)
   with pytest.raises(UserError, match=r"t.tsv, line 3: label 'c' is not one of \['a', 'b'\] "
                                       r"or an integer in 0..1 \(2 classes\); fix or remove"):
-    _records("my_t")
+    tasks_file.register(_write(tmp_path / "ok.json", {"tasks": [TASK]}), lambda: tokenizer)
 
 
 def test_the_tokenizer_comes_from_the_file_or_the_starting_model(tmp_path, tiny_mlm, registry):

@@ -19,8 +19,9 @@ Formats, by extension (a task may mix them):
           them (the file then has no header row). Multiple choice: one column per choice.
   .jsonl  one JSON object per line; choices may be one list-valued field.
 `columns` maps fields to the file's column names (see `muppet_jax.data.rows`). Blank lines are
-skipped. Files are parsed in Python (`records.PythonSource`), where a bad row is an error naming
-its file, line and field.
+skipped. Files are parsed in Python (`records.PythonSource`). Every row is checked when the task
+is registered (a table's row has the header's number of columns; `rows` checks the fields): a
+bad row is an error naming its file, line and field, or with `bad_rows="skip"` a row left out.
 """
 
 from __future__ import annotations
@@ -40,9 +41,10 @@ from muppet_jax.errors import UserError
 from muppet_jax.families import check_family
 
 FORMATS = ("tsv", "csv", "jsonl")
-# (path, line number, the line (TSV, JSONL) or its cells (CSV), column positions by name or None
-# for JSONL)
-Item = tuple[str, int, "bytes | list[str]", "dict[str, int] | None"]
+# A table's column positions by name, and its number of columns.
+Table = tuple[dict[str, int], int]
+# (path, line number, the line (TSV, JSONL) or its cells (CSV), its table or None for JSONL)
+Item = tuple[str, int, "bytes | list[str]", "Table | None"]
 
 
 def _format(path: str) -> str:
@@ -93,8 +95,8 @@ def _blank(line: bytes | list[str]) -> bool:
 
 
 def _table_header(path: str, header: Sequence[str] | None, required: list[str],
-                  optional: list[str]) -> tuple[dict[str, int], bool]:
-  """A table's column positions by name, and whether its first row is the header."""
+                  optional: list[str]) -> tuple[Table, bool]:
+  """A table's columns, and whether its first row is the header."""
   if header is None:
     lines = _lines(path)
     try:
@@ -110,40 +112,47 @@ def _table_header(path: str, header: Sequence[str] | None, required: list[str],
     fix = ("name the file's columns with `header`" if header is None and not set(required) & set(
         names) else "map the task's fields to the file's columns with `columns`")
     raise UserError(f"{path} has columns {names}; missing {missing}: {fix}")
-  return {c: names.index(c) for c in required + optional if c in names}, header is None
+  positions = {c: names.index(c) for c in required + optional if c in names}
+  return (positions, len(names)), header is None
 
 
-def _items(files: dict[str, list[str]], headers: dict[str, tuple[dict[str, int], bool]]
+def _file_items(path: str, headers: dict[str, tuple[Table, bool]]) -> Iterator[Item]:
+  table, skip_first = headers.get(path, (None, False))
+  for number, line in _lines(path):
+    if not (skip_first and number == 1) and not _blank(line):
+      yield path, number, line, table
+
+
+def _items(files: dict[str, list[str]], headers: dict[str, tuple[Table, bool]]
            ) -> Callable[[str], Iterator[Item]]:
   def items(split: str) -> Iterator[Item]:
     for path in files[split]:
-      positions, skip_first = headers.get(path, (None, False))
-      for number, line in _lines(path):
-        if not (skip_first and number == 1) and not _blank(line):
-          yield path, number, line, positions
+      yield from _file_items(path, headers)
   return items
 
 
 def _file_parser(parse_row: Callable[[Mapping[str, Any]], Record]) -> Callable[[Item], Record]:
-  """File items to records; a bad row is a `UserError` naming its file and line."""
+  """File items to records; a bad row is a `rows.BadRow` naming its file and line."""
 
   def parse(item: Item) -> Record:
-    path, number, line, positions = item
+    path, number, line, table = item
     try:
-      if positions is None:
+      if table is None:
         row = json.loads(line)
         if not isinstance(row, dict):
           raise ValueError(f"expected a JSON object, got {line[:80]!r}")
       else:
+        positions, width = table
         cells = _cells(line)
-        if len(cells) <= max(positions.values()):
+        if len(cells) != width:  # Short, or a separator inside a field.
           kind = "comma" if _format(path) == "csv" else "tab"
-          raise ValueError(f"{len(cells)} {kind}-separated fields, the header names "
-                           f"{max(positions.values()) + 1}")
+          raise ValueError(f"{len(cells)} {kind}-separated fields, the header names {width}")
         row = {name: cells[i] for name, i in positions.items()}
       return parse_row(row)
     except (ValueError, UnicodeDecodeError) as e:  # json's errors are ValueErrors too.
-      raise UserError(f"{path}, line {number}: {e}; fix or remove the row") from None
+      raise rows.BadRow(f"{path}, line {number}", str(e),
+                        "fix or remove the row (data.bad_rows=skip leaves bad rows out)"
+                        ) from None
 
   return parse
 
@@ -173,14 +182,18 @@ def add_file_task(name: str, family: str, *, train: str | Sequence[str],
                   validation: str | Sequence[str] | None = None, vocabulary: HFVocabulary,
                   num_classes: int | None = None, columns: Mapping[str, Any] | None = None,
                   header: Sequence[str] | None = None, labels: Sequence[str] = (),
-                  train_size: int | None = None, description: str = "") -> MuppetTask:
+                  train_size: int | None = None, description: str = "",
+                  bad_rows: str = "error") -> MuppetTask:
   """Registers the seqio task `name` over TSV/CSV/JSONL files (see the module docstring).
 
   num_classes: classes (classification) or choices per example (multiple choice), unless
     `labels` (or a list of choice columns) give it.
   train_size: train examples, for mixture rates; counted from the files when not given.
+  bad_rows: "error" (a bad row is an error, here) or "skip" (bad rows are left out, counted in
+    `records.bad_rows(task)`).
   """
   check_family(family)
+  rows.check_bad_rows(bad_rows)
   columns = dict(columns or {})
   rows.check_columns(family, columns)
   classes = class_count(family, num_classes, labels, columns)
@@ -194,11 +207,13 @@ def add_file_task(name: str, family: str, *, train: str | Sequence[str],
       headers[path] = _table_header(path, header, required, optional)
     elif header is not None:
       raise UserError(f"{path}: header names a table's columns; a JSONL file's are its keys")
-  items = _items(files, headers)
-  source = PythonSource(items, family, list(files), num_choices=classes,
+    if next(_file_items(path, headers), None) is None:  # A mixture's rates need rows.
+      raise UserError(f"{path} has no rows; add rows or leave the file out")
+  source = PythonSource(_items(files, headers), family, list(files), num_choices=classes,
                         parse=_file_parser(rows.row_parser(family, classes, columns, labels)))
+  counts = {split: source.check_rows(split, skip=bad_rows == "skip") for split in files}
   if train_size is None:
-    train_size = sum(1 for _ in items("train"))
+    train_size = counts["train"]
   info = TaskInfo(family, classes, train_size, labels=tuple(labels),
                   description=description or f"local files {files['train'][0]}")
   return add_task(name, source, None, info, vocabulary)

@@ -5,7 +5,8 @@ P; `seqio.ShardInfo`), in blocks of `block_size` records. Block b of an epoch is
 call (live) or gathered from the cache, then shuffled within itself by a permutation seeded with
 (seed, process, task, epoch, b). So a reader's position is three numbers, (epoch, block, examples
 taken from it), and restoring one re-reads a single block: exact, and cheap, live or cached.
-Blocks are read ahead on a thread pool, one per task, while the packer works.
+Blocks are read ahead on a thread pool, one per task, while the packer works. Every block's
+labels are checked against its task's classes (`check_labels`) before the packer sees it.
 """
 
 from __future__ import annotations
@@ -87,6 +88,25 @@ def source(task: MuppetTask, split: str, lengths: Mapping[str, int], shard: seqi
   return CachedSource(cached, split, shard, block_size, stop)
 
 
+def check_labels(task: MuppetTask, split: str, examples: Examples) -> None:
+  """Every label of a block is one of the task's classes (choices), every regression score
+  finite: the loss takes them as they are. Rows of files are checked as they are parsed; this
+  holds the rest (task modules, formatters, token caches) to it."""
+  family, n = task.info.family, task.info.num_classes
+  if family in ("classification", "multiple_choice"):
+    kind = "choices" if family == "multiple_choice" else "classes"
+    field, values, allowed = "label", examples.label, f"in 0..{n - 1} ({n} {kind})"
+    bad = (values < 0) | (values >= n)
+  elif family == "regression":
+    field, values, allowed = "score", examples.score, "finite"
+    bad = ~np.isfinite(values)
+  else:
+    return
+  if bad.any():
+    raise UserError(f"task {task.name!r}: a {split} example has {field} {values[bad][0]}, not "
+                    f"{allowed}; fix the task's data or its formatter")
+
+
 class TaskReader:
   """One task's examples as packer rows (`Examples.rows`), from shuffled blocks."""
 
@@ -118,6 +138,7 @@ class TaskReader:
     examples = next(blocks, None)
     if examples is None:
       return None
+    check_labels(self.task, self.source.split, examples)
     if self.shuffle:
       rng = np.random.default_rng([self.seed, self.source.shard.index, self._key, epoch, block])
       examples = examples.take(rng.permutation(len(examples)))

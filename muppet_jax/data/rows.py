@@ -19,8 +19,25 @@ from muppet_jax.data.preprocessors import TEXT_FIELDS
 from muppet_jax.errors import UserError
 
 Record = Mapping[str, object]
-# Fields a row may leave out, and their value then: a single text's missing second text.
+# Fields a row may leave out (or leave empty), and their value then: a single text's second text.
 OPTIONAL = {"text_b": ""}
+# What a reader does with a row that doesn't fit: stop with its error, or leave it out.
+BAD_ROWS = ("error", "skip")
+
+
+class BadRow(UserError):
+  """A row that doesn't fit its task: `row` says where it is and why; the message adds the fix."""
+
+  def __init__(self, where: str, problem: str, fix: str):
+    super().__init__(f"{where}: {problem}; {fix}")
+    self.row = f"{where}: {problem}"
+
+
+def check_bad_rows(mode: str, key: str = "bad_rows") -> None:
+  """`mode` is one of `BAD_ROWS`."""
+  if mode not in BAD_ROWS:
+    raise UserError(f"{key}={mode!r}; choose error (stop at a bad row) or skip (leave bad rows "
+                    "out, counted)")
 
 
 def check_columns(family: str, columns: Mapping[str, Any]) -> None:
@@ -83,6 +100,8 @@ def row_parser(family: str, num_classes: int, columns: Mapping[str, Any] | None 
   fields = TEXT_FIELDS[family]
   index_of = {name: i for i, name in enumerate(labels)}
   kind = "choices" if family == "multiple_choice" else "classes"
+  # answer_start last: it is checked against the context and the answer's text.
+  order = sorted(fields, key=lambda f: f == "answer_start")
 
   def column(row: Mapping[str, Any], name: str, field: str) -> Any:
     if name in row and row[name] is not None:
@@ -91,6 +110,13 @@ def row_parser(family: str, num_classes: int, columns: Mapping[str, Any] | None 
       return OPTIONAL[field]
     where = "" if name == field else f" (column {name!r})"
     raise ValueError(f"no {field!r}{where}; a {family} row needs {', '.join(fields)}")
+
+  def text(row: Mapping[str, Any], name: str, field: str) -> str:
+    value = _text(column(row, name, field))
+    if not value.strip() and field not in OPTIONAL:
+      where = "" if name == field else f" (column {name!r})"
+      raise ValueError(f"empty {field!r}{where}")
+    return value
 
   def label(x: Any) -> int:
     if labels:
@@ -121,24 +147,44 @@ def row_parser(family: str, num_classes: int, columns: Mapping[str, Any] | None 
         values = values.tolist()
     if not isinstance(values, (list, tuple)) or len(values) != num_classes:
       raise ValueError(f"choices must be a list of {num_classes} texts, got {values!r:.80}")
-    return [_text(v) for v in values]
+    texts = [_text(v) for v in values]
+    empty = [i for i, t in enumerate(texts) if not t.strip()]
+    if empty:
+      raise ValueError(f"choice {empty[0]} is empty")
+    return texts
+
+  def answer(record: dict[str, Any], x: Any) -> int:
+    """answer_start, checked to be where answer_text is in the context."""
+    start = _number("answer_start", x)
+    if not start.is_integer():
+      raise ValueError(f"answer_start {x!r} is not an integer")
+    start, context, wanted = int(start), record["context"], record["answer_text"]
+    end = start + len(wanted)
+    if not 0 <= start <= end <= len(context):
+      raise ValueError(f"answer_start {start} with answer_text {wanted!r:.40} is outside the "
+                       f"context ({len(context)} characters)")
+    if context[start:end] != wanted:
+      raise ValueError(f"answer_text {wanted!r:.40} is not the context's text at answer_start "
+                       f"{start} ({context[start:end]!r:.40})")
+    return start
 
   def parse(row: Mapping[str, Any]) -> Record:
     record = {}
-    for field in fields:
+    for field in order:
+      name = columns.get(field, field)
       if field == "choices":
         record[field] = choices(row)
-        continue
-      x = column(row, columns.get(field, field), field)
-      if field == "label":
-        record[field] = _number(field, x) if family == "regression" else label(x)
+      elif field == "label" and family == "regression":
+        score = _number(field, column(row, name, field))
+        if not math.isfinite(score):
+          raise ValueError(f"label {score} is not a finite number")
+        record[field] = score
+      elif field == "label":
+        record[field] = label(column(row, name, field))
       elif field == "answer_start":
-        start = _number(field, x)
-        if not start.is_integer():
-          raise ValueError(f"answer_start {x!r} is not an integer")
-        record[field] = int(start)
+        record[field] = answer(record, column(row, name, field))
       else:
-        record[field] = _text(x)
-    return record
+        record[field] = text(row, name, field)
+    return {field: record[field] for field in fields}
 
   return parse

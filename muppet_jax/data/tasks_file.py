@@ -21,6 +21,10 @@ all: `columns` maps the family's fields to the data's columns, `labels` names th
 (string labels are mapped to their index; integer labels index into them), `num_classes` where
 there are no names, `train_size` (default: counted), `description`.
 
+Rows are checked (`rows`): a file task's all at registration, a dataset task's as they are read.
+A bad row stops the run with one line naming it, or with `bad_rows="skip"` (`data.bad_rows`) is
+left out and counted (a dataset task's rows are then all read once at registration).
+
 Mixtures may name the file's tasks and registered ones (the catalog's); rates follow the train
 sizes as usual. Every task the file registers or mixes is tokenized with the file's `tokenizer`
 (a Hugging Face directory or hub name) or, by default, the run's starting model's; catalog tasks
@@ -86,9 +90,12 @@ def read(path: str) -> dict[str, Any]:
   return data
 
 
-def register(path: str, default_tokenizer: Callable[[], str]) -> Registered:
+def register(path: str, default_tokenizer: Callable[[], str],
+             bad_rows: str = "error") -> Registered:
   """Registers the tasks and mixtures of the tasks file `path` (see the module docstring);
-  `default_tokenizer()` names the tokenizer when the file doesn't."""
+  `default_tokenizer()` names the tokenizer when the file doesn't. `bad_rows`: "error" or
+  "skip" (see the module docstring)."""
+  rows.check_bad_rows(bad_rows)
   data = read(path)
   base = os.path.dirname(path if "://" in path else os.path.abspath(path))
   tokenizer = data.get("tokenizer")
@@ -103,7 +110,9 @@ def register(path: str, default_tokenizer: Callable[[], str]) -> Registered:
     where = f"{path}: task {spec.get('name', i + 1)!r}" if isinstance(spec, dict) else (
         f"{path}: task {i + 1}")
     try:
-      names.append(_register_task(spec, base, vocabulary))
+      names.append(_register_task(spec, base, vocabulary, bad_rows))
+    except rows.BadRow:  # It names its file and line.
+      raise
     except UserError as e:
       raise UserError(f"{where}: {e}") from None
   mixtures = []
@@ -116,7 +125,7 @@ def register(path: str, default_tokenizer: Callable[[], str]) -> Registered:
   return Registered(tuple(names), tuple(mixtures))
 
 
-def _register_task(spec: Any, base: str, vocabulary: HFVocabulary) -> str:
+def _register_task(spec: Any, base: str, vocabulary: HFVocabulary, bad_rows: str) -> str:
   if not isinstance(spec, dict):
     raise UserError(f"a task is a mapping of {sorted(TASK_KEYS)}, got {spec!r:.60}")
   unknown = sorted(set(spec) - TASK_KEYS)
@@ -136,12 +145,16 @@ def _register_task(spec: Any, base: str, vocabulary: HFVocabulary) -> str:
   if name in seqio.TaskRegistry.names():
     existing = seqio.TaskRegistry.get(name)
     if getattr(existing, "defined_by", None) == fingerprint:
-      return name  # This file, loaded again.
+      if existing.bad_rows != bad_rows:  # This file, loaded again in the other mode.
+        for split in existing.source.splits:
+          existing.source.check_rows(split, skip=bad_rows == "skip")
+        existing.bad_rows = bad_rows
+      return name
     raise UserError(f"the name {name!r} is taken by a registered task (the catalog's, a task "
                     "module's or another file's); give yours another name")
   common = dict(columns=spec.get("columns") or {}, labels=spec.get("labels") or [],
                 num_classes=spec.get("num_classes"), train_size=spec.get("train_size"),
-                description=spec.get("description", ""))
+                description=spec.get("description", ""), bad_rows=bad_rows)
   if not isinstance(common["columns"], dict):
     raise UserError(f"columns must map the family's fields to column names, got "
                     f"{common['columns']!r}")
@@ -174,7 +187,7 @@ def _register_task(spec: Any, base: str, vocabulary: HFVocabulary) -> str:
     else:
       reader = HfRows(spec["hf_dataset"], spec.get("hf_config"), dict(splits))
     task = add_dataset_task(name, family, reader, vocabulary, **common)
-  task.defined_by = fingerprint
+  task.defined_by, task.bad_rows = fingerprint, bad_rows
   return name
 
 
@@ -263,19 +276,27 @@ def _dataset_parser(parse_row: Callable[[Mapping[str, Any]], Record]
     try:
       return parse_row(row)
     except (ValueError, UnicodeDecodeError) as e:
-      raise UserError(f"{where}, example {index}: {e}; map the fields with `columns`") from None
+      raise rows.BadRow(f"{where}, example {index}", str(e), "map the fields with `columns` "
+                        "(data.bad_rows=skip leaves bad rows out)") from None
   return parse
 
 
 def add_dataset_task(name: str, family: str, reader: TfdsRows | HfRows, vocabulary: HFVocabulary,
                      *, columns: Mapping[str, Any], labels: list[str], num_classes: int | None,
-                     train_size: int | None, description: str) -> MuppetTask:
-  """Registers the seqio task `name` over the rows `reader` gives."""
+                     train_size: int | None, description: str,
+                     bad_rows: str = "error") -> MuppetTask:
+  """Registers the seqio task `name` over the rows `reader` gives; `bad_rows` as for files,
+  but "error" checks rows as they are read, not all at once here."""
+  rows.check_bad_rows(bad_rows)
   rows.check_columns(family, columns)
   classes = local_files.class_count(family, num_classes, labels, columns)
   source = PythonSource(reader, family, list(reader.splits), num_choices=classes,
                         parse=_dataset_parser(rows.row_parser(family, classes, columns, labels)),
                         sources=[reader.source] if isinstance(reader, TfdsRows) else ())
+  if bad_rows == "skip":  # Every row read once, here, to leave the bad ones out.
+    reader.size("train")  # Checks first that the data is there.
+    good = {split: source.check_rows(split, skip=True) for split in source.splits}
+    train_size = train_size or good["train"]
   info = TaskInfo(family, classes, train_size or reader.size("train"), labels=tuple(labels),
                   description=description or reader.name)
   return add_task(name, source, None, info, vocabulary)

@@ -72,7 +72,9 @@ def _describe(x: Any, depth: int = 0) -> str:
   if isinstance(x, seqio.TfdsDataSource):
     return f"tfds({x.tfds_dataset.name}, {d(dict(x.splits))})"
   if isinstance(x, records.PythonSource):
-    return f"python_source({d(x.items)}, {d(x.parse)})"
+    # The rows it leaves out (data.bad_rows=skip) are records the cache doesn't hold.
+    skipped = f", skipped {_sha(repr(sorted((k, sorted(v)) for k, v in x.skipped.items())))}"
+    return f"python_source({d(x.items)}, {d(x.parse)}{skipped if x.skipped else ''})"
   if isinstance(x, seqio.FunctionDataSource):
     inner = getattr(x, "sources", None)
     return f"function_source({d(x._dataset_fn)}, {d(inner)})"  # noqa: SLF001
