@@ -111,6 +111,12 @@ def runs(config: ml_collections.ConfigDict, workdir: str) -> list[Run]:
                     "task, or several, comma-separated)")
   if f.head not in ("new", "reuse"):
     raise UserError(f"finetune.head={f.head!r}; choose new or reuse")
+  if f.epochs is not None and f.epochs < 0:
+    raise UserError(f"finetune.epochs={f.epochs} must be 0 (steps as set) or more")
+  if not 0 <= f.warmup_fraction < 1:
+    raise UserError(f"finetune.warmup_fraction={f.warmup_fraction} must be in [0, 1)")
+  if f.patience < 0:
+    raise UserError(f"finetune.patience={f.patience} must be 0 (never stop) or more")
   tasks = _values(f.task, str, "task")
   fractions = _values(f.train_fraction, float, "train_fraction")
   for fraction in fractions:

@@ -234,7 +234,10 @@ def test_runs_and_their_configs():
   for key, value, message in [("finetune.head", "old", "choose new or reuse"),
                               ("finetune.train_fraction", "0.5,2", "not in \\(0, 1\\]"),
                               ("finetune.seeds", "1,x", "comma-separated list of ints"),
-                              ("finetune.task", "", "give --config.finetune.task")]:
+                              ("finetune.task", "", "give --config.finetune.task"),
+                              ("finetune.epochs", -1.0, "epochs=-1.0 must be 0"),
+                              ("finetune.warmup_fraction", 1.0, "must be in \\[0, 1\\)"),
+                              ("finetune.patience", -2, "patience=-2 must be 0")]:
     with pytest.raises(UserError, match=message):
       finetune.runs(_config("start", **{key: value}), "w")
   assert finetune.DEMO_START == finetune_configs.DEMO_START
