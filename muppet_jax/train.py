@@ -45,12 +45,10 @@ def train(config: ml_collections.ConfigDict, workdir: str, on_eval: EvalHook | N
           reuse_heads: bool = False) -> dict[str, float]:
   """Runs (or resumes) pre-finetuning in `workdir`; returns the last evaluation's metrics.
   `reuse_heads`: the tasks' heads start from a pre-finetuned `init_from`'s trained ones."""
-  validation.check(config, workdir)  # Before anything is built: a mistake costs no compile.
   # --------------------------------------------------------------- Mesh and input pipeline ---
-  mesh = partitioning.make_mesh(dict(config.mesh))
+  # Everything checked before anything is built: a mistake costs no compile.
+  mesh, tasks = validation.check(config, workdir)
   progress.log(progress.cluster_line(mesh), every_host=True)
-  inputs.check_batch_size(config, mesh)
-  tasks = inputs.prepared_tasks(config)
   start = pretrained.from_config(config, inputs.vocabulary(tasks), mesh, keep_heads=reuse_heads)
   stream = inputs.train_stream(config, seq2seq=start.seq2seq)
   progress.log(progress.task_lines(stream))

@@ -16,6 +16,7 @@ import jax
 import ml_collections
 
 from muppet_jax import inputs, partitioning, pretrained, trainer
+from muppet_jax.data.task_info import MuppetTask
 from muppet_jax.errors import UserError
 
 # (key, least value): counts, intervals and lengths that must be positive (or not negative).
@@ -33,15 +34,18 @@ MODEL_AT_LEAST: tuple[tuple[str, int], ...] = (
     ("model.max_position_embeddings", 1))
 
 
-def check(config: ml_collections.ConfigDict, workdir: str) -> None:
+def check(config: ml_collections.ConfigDict, workdir: str
+          ) -> tuple[jax.sharding.Mesh, list[MuppetTask]]:
   """Everything about `config` and `workdir` that can be known before the run builds anything,
-  cheapest first; the mixture's tasks are registered on the way (as the run would)."""
+  cheapest first. Returns what the checks made, for the run to go on with: the mesh, and the
+  mixture's tasks (registered and checked prepared)."""
   check_numbers(config)
   check_workdir(workdir)
-  check_batches(config, partitioning.make_mesh(dict(config.mesh)))
+  mesh = partitioning.make_mesh(dict(config.mesh))
+  check_batches(config, mesh)
   pretrained.check_start(config.init_from)
   # The mixture and its tasks exist, their data files are there with rows, TFDS data prepared.
-  inputs.prepared_tasks(config)
+  return mesh, inputs.prepared_tasks(config)
 
 
 def _value(config: ml_collections.ConfigDict, key: str) -> Any:
