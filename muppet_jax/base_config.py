@@ -51,7 +51,7 @@ def base_config() -> ml_collections.ConfigDict:
       learning_rate=2e-5, warmup_steps=600, weight_decay=0.01, b1=0.9, b2=0.98, eps=1e-6,
       clip_norm=1.0))
   c.total_steps = 10_000
-  # A step whose loss, gradient norm or updated parameters are not finite is dropped (the state
+  # A step whose loss, gradient norm or updated parameters' norm is not finite is dropped (the state
   # stays as it was, and nothing non-finite is ever saved); then "stop" ends the run with one
   # line naming the step, its tasks and the last good checkpoint, and "skip" goes on, counting
   # it (`skipped_steps` in the metrics), until `nonfinite_max_skips` in a row stop it.

@@ -73,7 +73,8 @@ def test_a_diverging_run_stops_with_one_line_and_keeps_the_good_checkpoint(good_
   assert _steps(workdir) == [10]  # Nothing non-finite saved, nothing rotated.
   # The non-finite step is in metrics.jsonl, as strict JSON: null, and named.
   record = next(r for r in _records(workdir) if r["step"] == bad_step and "nonfinite" in r)
-  assert "loss" in record["nonfinite"] and record["loss"] is None
+  # A learning rate of 1e30 overflows the parameters' norm before the loss is NaN.
+  assert "params" in record["nonfinite"] and record["params"] is None
   out = export.export(workdir / "checkpoints", tmp_path / "hf")
   from safetensors.numpy import load_file
   assert all(np.isfinite(t).all() for t in load_file(out / "model.safetensors").values())
@@ -88,7 +89,7 @@ def test_skip_mode_counts_dropped_steps_and_stops_after_n_in_a_row(good_run, tmp
     train(config, str(workdir))
   assert _steps(workdir) == [10]
   record = _records(workdir)[-1]
-  assert record["skipped_steps"] == 3 and "loss" in record["nonfinite"]
+  assert record["skipped_steps"] == 3 and "params" in record["nonfinite"]
   # Export refuses a checkpoint with non-finite weights in one line.
   checkpoints = workdir / "checkpoints"
   _, model = pretrained.from_checkpoint(checkpoints)
