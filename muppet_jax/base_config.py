@@ -62,7 +62,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1))  # -1: the rest.
   c.log_every_steps = 50
   # XLA's persistent compilation cache, so that a restarted run skips compiling (command line
-  # runs): "" is WORKDIR/compilation_cache, "none" turns it off, any other value is the path.
+  # runs): "" is $JAX_COMPILATION_CACHE_DIR where set (one cache for many runs), else
+  # WORKDIR/compilation_cache; "none" turns it off; any other value is the path.
   c.compilation_cache_dir = ""
   c.checkpoint = ml_collections.ConfigDict(dict(every_steps=1000, keep=3))
   c.eval = ml_collections.ConfigDict(dict(

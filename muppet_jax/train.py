@@ -192,10 +192,12 @@ def command_setup(config_usage: str) -> tuple[ml_collections.ConfigDict, str]:
 
 
 def use_compilation_cache(directory: str, workdir: str) -> None:
-  """XLA's persistent cache in `directory` ("" = WORKDIR/compilation_cache, "none" = off)."""
+  """XLA's persistent cache in `directory` ("" = $JAX_COMPILATION_CACHE_DIR where set, else
+  WORKDIR/compilation_cache; "none" = off)."""
   if directory == "none":
     return
-  directory = directory or os.path.join(workdir, "compilation_cache")
+  directory = (directory or os.environ.get("JAX_COMPILATION_CACHE_DIR")
+               or os.path.join(workdir, "compilation_cache"))
   jax.config.update("jax_compilation_cache_dir", directory)
   # Every compiled program is worth keeping: a restart recompiles the same ones.
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
