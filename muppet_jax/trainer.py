@@ -139,13 +139,17 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, table: l
       return (jax.tree.map(jnp.add, grads, micro_grads),
               jax.tree.map(jnp.add, sums, micro_sums)), None
 
-    zeros = jax.tree.map(jnp.zeros_like, state.params)
-    zero_sums = losses.zero_sums()
-    if use_r3f:
-      zero_sums["r3f_sum"] = jnp.zeros((), jnp.float32)
-    (grads, sums), _ = jax.lax.scan(
-        accumulate, (zeros, zero_sums),
-        (jnp.arange(microbatches), _microbatches(batch, microbatches)))
+    if microbatches == 1:  # No loop, and no zeroed gradients to add into.
+      (_, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+          state.params, batch, jax.random.fold_in(rng, 0))
+    else:
+      zeros = jax.tree.map(jnp.zeros_like, state.params)
+      zero_sums = losses.zero_sums()
+      if use_r3f:
+        zero_sums["r3f_sum"] = jnp.zeros((), jnp.float32)
+      (grads, sums), _ = jax.lax.scan(
+          accumulate, (zeros, zero_sums),
+          (jnp.arange(microbatches), _microbatches(batch, microbatches)))
     count = jnp.maximum(sums["count"], 1.0)
     grads = jax.tree.map(lambda g: g / count, grads)
     grad_norm = optax.tree.norm(grads)
