@@ -108,7 +108,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, table: l
                     ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
   """The pure train step: gradients of the mean scaled loss (plus the R3F penalty, if on) over
   the whole batch, accumulated over `microbatches`, then one optimizer update, dropped when the
-  loss, the gradient norm or the new parameters are not finite. Dropout and noise RNGs are
+  loss, the gradient norm or the new parameters' norm is not finite. Dropout and noise RNGs are
   derived from (seed, step)."""
   use_r3f = r3f_config.weight > 0
 
