@@ -98,8 +98,10 @@ def _manager(directory: epath.Path, *, create: bool, asynchronous: bool = False,
               "opt_state": ocp.StandardCheckpointHandler(), "model": ocp.JsonCheckpointHandler()}
   return ocp.CheckpointManager(
       directory.absolute(), item_handlers=handlers,
+      # A writer first removes what a failed or killed save left unfinished.
       options=ocp.CheckpointManagerOptions(create=create, enable_async_checkpointing=asynchronous,
-                                           read_only=not create, max_to_keep=keep))
+                                           read_only=not create, max_to_keep=keep,
+                                           cleanup_tmp_directories=create))
 
 
 def save_model(directory: str | os.PathLike, params: Any, model_metadata: Mapping[str, Any],

@@ -128,10 +128,18 @@ def test_a_failed_save_is_one_line_and_the_previous_checkpoint_stays(run, tmp_pa
   assert message.startswith("saving checkpoint step 20 failed: No space left on device")
   assert "checkpoints step 10" in message and "\n" not in message
   monkeypatch.undo()
+
+  def unfinished():
+    return [p.name for p in (workdir / "checkpoints").iterdir() if "checkpoint-tmp" in p.name]
+  assert unfinished()  # The failed save's partial step 20 is still there...
   assert checkpointing.TrainCheckpoints(workdir, keep=1).complete_steps() == [10]
   for a, b in zip(jax.tree.leaves(_params(run / "checkpoints", 10)),
                   jax.tree.leaves(_params(workdir / "checkpoints", 10)), strict=True):
     np.testing.assert_array_equal(a, b)
+  # ...and the rerun that the message asks for, which never saves step 20 again, removes it.
+  train(_config(**{"checkpoint.keep": 1, "total_steps": 15}), str(workdir))
+  assert unfinished() == []
+  assert checkpointing.TrainCheckpoints(workdir, keep=1).complete_steps() == [15]
 
 
 def test_resuming_with_another_mixture_names_the_difference(run, tmp_path):
