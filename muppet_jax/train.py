@@ -26,6 +26,7 @@ import jax
 import ml_collections
 import numpy as np
 from absl import app, flags
+from etils import epath
 from ml_collections import config_flags
 
 from muppet_jax import checkpointing, cli, evaluation, inputs, losses, partitioning, pretrained
@@ -196,8 +197,16 @@ def use_compilation_cache(directory: str, workdir: str) -> None:
   WORKDIR/compilation_cache; "none" = off)."""
   if directory == "none":
     return
-  directory = (directory or os.environ.get("JAX_COMPILATION_CACHE_DIR")
-               or os.path.join(workdir, "compilation_cache"))
+  directory = directory or os.environ.get("JAX_COMPILATION_CACHE_DIR")
+  if directory:  # Checked now: jax would only warn once per program it can't cache.
+    try:
+      epath.Path(directory).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+      raise UserError(f"the compilation cache {directory} can't be created ({e.strerror or e}); "
+                      "set --config.compilation_cache_dir to a writable directory, or =none"
+                      ) from e
+  else:  # The workdir is checked with the rest of the config; nothing is written to it yet.
+    directory = os.path.join(workdir, "compilation_cache")
   jax.config.update("jax_compilation_cache_dir", directory)
   # Every compiled program is worth keeping: a restart recompiles the same ones.
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

@@ -1,18 +1,17 @@
 """Test setup: 8 fake CPU devices (before jax is imported) and tiny Hugging Face checkpoints."""
 
 import os
+import tempfile
 
 os.environ["XLA_FLAGS"] = " ".join(
     [os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8"]).strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # Tests never use the network.
 if "MUPPET_JAX_CACHE" not in os.environ:  # Hermetic: the demo tokenizer is built afresh.
-  import tempfile
   os.environ["MUPPET_JAX_CACHE"] = tempfile.mkdtemp(prefix="muppet_jax_cache_")
 # One persistent compilation cache for the session, this process and the command lines it runs:
 # the same demo programs are compiled once, not once per run.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-  import tempfile
   os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="muppet_jax_xla_cache_")
 
 import pytest  # noqa: E402

@@ -71,6 +71,8 @@ CASES = [
          r"give --config=configs/prefinetune\.py\[:PRESET\] and --workdir=DIR"),
     Case("finetune_no_config", "finetune", ("--workdir={tmp}/ft",),
          r"give --config=configs/finetune\.py\[:PRESET\] and --workdir=DIR"),
+    train("cache_dir_unwritable", r"compilation cache /proc/nope/cache can't be created .*"
+          r"--config\.compilation_cache_dir", "--config.compilation_cache_dir=/proc/nope/cache"),
     train("unknown_nonfinite_mode", r"nonfinite='nope' is not one of stop, skip",
           "--config.nonfinite=nope"),
     train("nonfinite_max_skips_0", r"nonfinite_max_skips=0 must be at least 1",
