@@ -15,10 +15,18 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="muppet_jax_xla_cache_")
 
 import pytest  # noqa: E402
+
+import muppet_jax  # noqa: E402,F401  (first: it quiets TensorFlow's start, which seqio imports)
 import seqio  # noqa: E402
 
 import tasks  # noqa: E402,F401  (registers the seqio tasks and mixtures)
 from tests import hf_fixtures  # noqa: E402
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+  """The slow modules first, so that with several workers (tests/run.sh) they start at once and
+  the quick ones fill in around them, rather than one of them running on alone at the end."""
+  items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session", params=["roberta", "bert"])

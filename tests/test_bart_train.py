@@ -23,6 +23,8 @@ from muppet_jax.models.multitask import MultiTaskBart
 from muppet_jax.train import train
 from tests import hf_fixtures, run_helpers
 
+pytestmark = pytest.mark.slow  # Scheduled first (conftest.py).
+
 
 def _config(**overrides):
   return run_helpers.short_demo(prefinetune_bart, **{"checkpoint.every_steps": 40, **overrides})

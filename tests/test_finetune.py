@@ -24,6 +24,8 @@ from configs import finetune as finetune_configs
 from configs import prefinetune
 from tests import run_helpers
 
+pytestmark = pytest.mark.slow  # Scheduled first (conftest.py).
+
 ROOT = pathlib.Path(__file__).parent.parent
 TASK = "demo_review"  # The demo preset's.
 # 2 classes, the second of 4 classification heads (4 wide) in the pre-finetuned model.

@@ -25,7 +25,7 @@ import pytest
 
 from muppet_jax import export, pretrained
 
-pytestmark = pytest.mark.multiprocess
+pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
 ROOT = pathlib.Path(__file__).parent.parent
 VALIDATION = {"demo_choice": 200, "demo_entailment": 300, "demo_sentiment": 200,
               "demo_similarity": 200, "demo_span": 200, "demo_topic": 200}

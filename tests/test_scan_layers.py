@@ -14,6 +14,8 @@ from muppet_jax.models.config import BartConfig, EncoderConfig
 from muppet_jax.models.layers import init_variables
 from muppet_jax.models.multitask import build
 
+pytestmark = pytest.mark.slow  # Scheduled first (conftest.py).
+
 
 @pytest.fixture(scope="module", params=["roberta", "bart"])
 def setup(request):

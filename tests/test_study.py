@@ -12,6 +12,8 @@ import pytest
 from muppet_jax import study, train
 from configs import study as study_configs
 
+pytestmark = pytest.mark.slow  # Scheduled first (conftest.py).
+
 ROOT = pathlib.Path(__file__).parent.parent
 
 

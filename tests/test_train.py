@@ -24,6 +24,8 @@ from muppet_jax.train import train
 from configs import prefinetune
 from tests import run_helpers
 
+pytestmark = pytest.mark.slow  # Scheduled first (conftest.py).
+
 ROOT = pathlib.Path(__file__).parent.parent
 
 

@@ -12,6 +12,8 @@ from muppet_jax.data.batching import MixtureStream, StreamConfig
 from muppet_jax.models.config import BartConfig, EncoderConfig
 from muppet_jax.models.multitask import build
 
+pytestmark = pytest.mark.slow  # Scheduled first (conftest.py).
+
 ROWS = 16
 
 
