@@ -19,8 +19,9 @@ Levers, cumulative from the baseline (`--levers` names a comma-separated subset,
                 (lm_loss_chunk 0)
   scan          + one nn.scan over the layers (model.scan_layers)
   chunked_lm    + the LM loss over chunks of 16 target positions (BART only)
-  dot_product   + jax.nn.dot_product_attention (cuDNN flash attention on NVIDIA GPUs; no
-                  attention dropout)
+  dot_product   + the backend's fused attention, without attention dropout:
+                  jax.nn.dot_product_attention (cuDNN flash attention on NVIDIA GPUs), the
+                  Pallas splash kernel (attention_impl splash) on TPU
   save_dots     + remat save_dots
   remat_full    + remat full (instead of save_dots)
 
@@ -82,6 +83,8 @@ def measure(size: str, setting: dict, args: argparse.Namespace, accelerator: boo
   family, scale = size.split("-")
   bart = family == "bart"
   model_changes = {k: v for k, v in setting.items() if k != "lm_chunk"}
+  if model_changes["attention_impl"] == "dot_product" and jax.default_backend() == "tpu":
+    model_changes["attention_impl"] = "splash"
   make = bart_config if bart else roberta_config
   config = make(scale, dtype=args.dtype, **model_changes)
   tasks = synthetic.TASKS if bart else synthetic.ENCODER_TASKS

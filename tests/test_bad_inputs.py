@@ -94,6 +94,8 @@ CASES = [
           "--config.eval.generation.num_beams=0"),
     train("heads_not_dividing", r"model\.hidden_size=130 must be a multiple of model\.num_heads=4",
           "--config.model.hidden_size=130"),
+    train("splash_length", r"data\.max_length=100: attention_impl='splash' tiles rows by 128",
+          "--config.model.attention_impl=splash", "--config.data.max_length=100"),
     train("unknown_batching", r"data\.batching='bogus'; choose heterogeneous or homogeneous",
           "--config.data.batching=bogus"),
     train("max_length_0", r"data\.max_length=0 must be at least 1", "--config.data.max_length=0"),

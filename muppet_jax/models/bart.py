@@ -40,20 +40,6 @@ def _feed_forward(config: BartConfig, size: int) -> layers.FeedForward:
   return layers.FeedForward(config, size, ("fc1", "fc2"), config.activation_dropout, name="mlp")
 
 
-def causal_segment_mask(segment_ids: jax.Array) -> jax.Array:
-  """[B, 1, T, T]: a decoder token attends to itself and earlier tokens of its segment."""
-  length = segment_ids.shape[-1]
-  causal = jnp.arange(length)[:, None] >= jnp.arange(length)[None, :]
-  return attention.segment_mask(segment_ids) & causal[None, None]
-
-
-def cross_segment_mask(decoder_segment_ids: jax.Array, encoder_segment_ids: jax.Array
-                       ) -> jax.Array:
-  """[B, 1, T, L]: a decoder token attends to its own segment's encoder tokens."""
-  same = decoder_segment_ids[:, :, None] == encoder_segment_ids[:, None, :]
-  return (same & (encoder_segment_ids[:, None, :] > 0))[:, None]
-
-
 def shift_right(ids: jax.Array, segment_ids: jax.Array, start_id: int, pad_id: int) -> jax.Array:
   """Decoder inputs of packed targets: each segment's tokens moved one right, `start_id` first."""
   previous = jnp.pad(ids[:, :-1], ((0, 0), (1, 0)), constant_values=start_id)
@@ -66,7 +52,7 @@ class EncoderLayer(nn.Module):
   config: BartConfig
 
   @nn.compact
-  def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, mask: attention.Mask, deterministic: bool) -> jax.Array:
     cfg = self.config
     dropout = nn.Dropout(cfg.hidden_dropout)
     attn = layers.Attention(cfg, cfg.encoder_heads, name="self_attention")
@@ -90,8 +76,8 @@ class DecoderLayer(nn.Module):
     self.mlp_norm = layers.layer_norm(cfg, "mlp_norm")
     self.dropout = nn.Dropout(cfg.hidden_dropout)
 
-  def __call__(self, x: jax.Array, encoder_hidden: jax.Array | None, self_mask: jax.Array,
-               cross_mask: jax.Array, deterministic: bool, cache: Cache | None = None,
+  def __call__(self, x: jax.Array, encoder_hidden: jax.Array | None, self_mask: attention.Mask,
+               cross_mask: attention.Mask, deterministic: bool, cache: Cache | None = None,
                index: jax.Array | None = None) -> tuple[jax.Array, Cache | None]:
     """Full sequences (cache None), or one step at `index` reading and updating `cache`."""
     if cache is None:
@@ -168,7 +154,7 @@ class Bart(nn.Module):
       tokens = tokens + embedding_noise.astype(tokens.dtype)
     positions = attention.positions_in_segment(segment_ids)
     x = self.encoder_embeddings(tokens, positions, deterministic)
-    mask = attention.segment_mask(segment_ids)
+    mask = attention.self_mask(segment_ids)
     if self.config.scan_layers:
       return self.encoder_layers(x, mask, deterministic=deterministic)
     for layer in self.encoder_layers:
@@ -181,8 +167,8 @@ class Bart(nn.Module):
     """Decoder states [B, T, D] for whole (teacher-forced) decoder inputs."""
     positions = attention.positions_in_segment(decoder_segment_ids)
     x = self.decoder_embeddings(self._tokens(decoder_ids), positions, deterministic)
-    self_mask = causal_segment_mask(decoder_segment_ids)
-    cross_mask = cross_segment_mask(decoder_segment_ids, encoder_segment_ids)
+    self_mask = attention.self_mask(decoder_segment_ids, causal=True)
+    cross_mask = attention.cross_mask(decoder_segment_ids, encoder_segment_ids)
     if self.config.scan_layers:
       return self.decoder_layers(x, encoder_hidden, self_mask, cross_mask,
                                  deterministic=deterministic)
@@ -227,8 +213,8 @@ class Bart(nn.Module):
     max_length = cache[0]["self"]["key"].shape[1]
     positions = jnp.full((token.shape[0], 1), index, jnp.int32)
     x = self.decoder_embeddings(self._tokens(token[:, None]), positions, True)
-    self_mask = (jnp.arange(max_length) <= index)[None, None, None, :]
-    cross_mask = (encoder_segment_ids > 0)[:, None, None, :]
+    self_mask = attention.Mask((jnp.arange(max_length) <= index)[None, None, None, :])
+    cross_mask = attention.Mask((encoder_segment_ids > 0)[:, None, None, :])
     new_cache = []
     for layer, layer_cache in zip(self.decoder_layers, cache):
       x, layer_cache = layer(x, None, self_mask, cross_mask, True, layer_cache, index)

@@ -9,12 +9,12 @@ from typing import Any, Mapping
 import jax.numpy as jnp
 
 from muppet_jax.errors import UserError
+from muppet_jax.models.attention import IMPLS as ATTENTION_IMPLS
 
 # model_type values (as in Hugging Face config.json) that share RoBERTa's architecture: position ids
 # start at pad_token_id + 1 instead of 0.
 ROBERTA_FAMILY = ("roberta", "xlm-roberta")
 SUPPORTED_MODEL_TYPES = ROBERTA_FAMILY + ("bert",)
-ATTENTION_IMPLS = ("xla", "dot_product")
 # Rematerialization of each transformer layer in the backward pass: "none" keeps every
 # activation, "full" keeps only the layer's input, "save_dots" keeps the matmul outputs.
 REMAT_POLICIES = ("none", "full", "save_dots")

@@ -61,7 +61,7 @@ class EncoderLayer(nn.Module):
   config: EncoderConfig
 
   @nn.compact
-  def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, mask: attention.Mask, deterministic: bool) -> jax.Array:
     cfg = self.config
     dropout = nn.Dropout(cfg.hidden_dropout)
     a = layers.Attention(cfg, cfg.num_heads, name="attention")(x, None, mask, deterministic)
@@ -109,7 +109,7 @@ class Encoder(nn.Module):
       token_type_ids = jnp.zeros_like(input_ids)
 
     x = self.embeddings(input_ids, position_ids, token_type_ids, deterministic, embedding_noise)
-    mask = attention.segment_mask(segment_ids)
+    mask = attention.self_mask(segment_ids)
     if cfg.scan_layers:
       return self.layers(x, mask, deterministic=deterministic)
     for layer in self.layers:

@@ -98,7 +98,7 @@ class Attention(nn.Module):
     return {"key": nn.with_logical_constraint(self.key(source), HEAD_ACTIVATIONS),
             "value": nn.with_logical_constraint(self.value(source), HEAD_ACTIVATIONS)}
 
-  def __call__(self, x: jax.Array, kv: dict[str, jax.Array] | None, mask: jax.Array,
+  def __call__(self, x: jax.Array, kv: dict[str, jax.Array] | None, mask: attention.Mask,
                deterministic: bool) -> jax.Array:
     """`kv` None: self-attention over x."""
     cfg = self.config
@@ -148,6 +148,9 @@ def remat(layer: type[nn.Module], policy: str, deterministic_arg: int) -> type[n
 def init_variables(model: nn.Module, rng: jax.Array) -> dict:
   """The boxed (logically annotated) variables of a model with an argument-free `initialize`
   method, which creates every parameter from dummy inputs (shapes don't depend on them)."""
+  # The attention implementations have no parameters; the dummy inputs are shorter than the
+  # splash kernel's tiles.
+  model = model.clone(config=model.config.replace(attention_impl="xla"))
   return model.init({"params": rng}, method="initialize")
 
 
