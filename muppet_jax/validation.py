@@ -72,9 +72,12 @@ def check_numbers(config: ml_collections.ConfigDict) -> None:
   if not config.init_from and m.hidden_size % m.num_heads:
     raise UserError(f"model.hidden_size={m.hidden_size} must be a multiple of model.num_heads="
                     f"{m.num_heads}; change either")
-  if m.attention_impl == "splash" and config.data.max_length % 128:
-    raise UserError(f"data.max_length={config.data.max_length}: attention_impl='splash' tiles "
-                    "rows by 128 tokens; set --config.data.max_length to a multiple of 128")
+  if m.attention_impl == "splash":  # BART's summaries are rows of target_length.
+    for key in ("data.max_length",) + (("data.target_length",) if m.architecture == "bart"
+                                       else ()):
+      if _value(config, key) % 128:
+        raise UserError(f"{key}={_value(config, key)}: attention_impl='splash' tiles rows by "
+                        f"128 tokens; set --config.{key} to a multiple of 128")
   inputs.stream_config(config)  # Its choices (data.batching).
   trainer.NonfiniteGuard(config.nonfinite, config.nonfinite_max_skips)  # Its mode and count.
 

@@ -96,6 +96,11 @@ CASES = [
           "--config.model.hidden_size=130"),
     train("splash_length", r"data\.max_length=100: attention_impl='splash' tiles rows by 128",
           "--config.model.attention_impl=splash", "--config.data.max_length=100"),
+    Case("splash_target_length", "train",
+         ("--config=configs/prefinetune_bart.py:demo", "--workdir={run}",
+          "--config.model.attention_impl=splash"),
+         r"data\.target_length=32: attention_impl='splash' tiles rows by 128 tokens; set "
+         r"--config\.data\.target_length to a multiple of 128"),
     train("unknown_batching", r"data\.batching='bogus'; choose heterogeneous or homogeneous",
           "--config.data.batching=bogus"),
     train("max_length_0", r"data\.max_length=0 must be at least 1", "--config.data.max_length=0"),
