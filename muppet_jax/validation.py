@@ -75,9 +75,9 @@ def check_numbers(config: ml_collections.ConfigDict) -> None:
   if m.attention_impl == "splash":  # BART's summaries are rows of target_length.
     for key in ("data.max_length",) + (("data.target_length",) if m.architecture == "bart"
                                        else ()):
-      if _value(config, key) % 128:
-        raise UserError(f"{key}={_value(config, key)}: attention_impl='splash' tiles rows by "
-                        f"128 tokens; set --config.{key} to a multiple of 128")
+      if (length := _value(config, key)) % 128:
+        raise UserError(f"{key}={length}: attention_impl='splash' tiles rows by 128 tokens; "
+                        f"set --config.{key} to a multiple of 128")
   inputs.stream_config(config)  # Its choices (data.batching).
   trainer.NonfiniteGuard(config.nonfinite, config.nonfinite_max_skips)  # Its mode and count.
 

@@ -27,10 +27,15 @@ from muppet_jax.errors import UserError
 IMPLS = ("xla", "dot_product", "splash")
 
 
+def _same_segment(q_segment_ids: jax.Array, kv_segment_ids: jax.Array) -> jax.Array:
+  """[batch, 1, q, k]: a query attends to the non-padding keys of its own segment."""
+  same = q_segment_ids[:, :, None] == kv_segment_ids[:, None, :]
+  return (same & (kv_segment_ids[:, None, :] > 0))[:, None]
+
+
 def segment_mask(segment_ids: jax.Array) -> jax.Array:
   """[batch, 1, q, k] boolean mask: a token attends to the non-padding tokens of its segment."""
-  same = segment_ids[:, :, None] == segment_ids[:, None, :]
-  return (same & (segment_ids[:, None, :] > 0))[:, None, :, :]
+  return _same_segment(segment_ids, segment_ids)
 
 
 @flax.struct.dataclass
@@ -55,9 +60,7 @@ def self_mask(segment_ids: jax.Array, causal: bool = False) -> Mask:
 
 def cross_mask(q_segment_ids: jax.Array, kv_segment_ids: jax.Array) -> Mask:
   """Queries attend to the keys of their own segment (a decoder's to its encoder's)."""
-  same = q_segment_ids[:, :, None] == kv_segment_ids[:, None, :]
-  dense = (same & (kv_segment_ids[:, None, :] > 0))[:, None]
-  return Mask(dense, q_segment_ids, kv_segment_ids)
+  return Mask(_same_segment(q_segment_ids, kv_segment_ids), q_segment_ids, kv_segment_ids)
 
 
 def positions_in_segment(segment_ids: jax.Array) -> jax.Array:
